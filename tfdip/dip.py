@@ -1,0 +1,266 @@
+"""The Deep Image Prior as a Keras model: ``x_hat = crop(G_w(z))`` fitted to ``y = A(x) + n``.
+
+:class:`DeepImagePrior` owns a generator ``G`` (a ``keras.Model`` from :mod:`tfdip.nets`), its fixed
+random input ``z ~ U(0, 0.1)`` of shape (1, Hp, Wp, C_in), a physics object (forward operator ``A``
+and noise model) and the observation ``y``. ``Hp, Wp`` are the image size rounded up to the
+generator's size multiple (2^levels); the output is centre-cropped back to (H, W), so any image size
+works and the padded border is left free.
+
+One training step (inside ``tf.function``), at step t with weights w_t:
+
+1. input jitter: ``z_t = z + N(0, input_noise_std^2)`` (the DIP regulariser; 0 switches it off);
+2. ``x_t = crop(G_{w_t}(z_t))`` with BatchNorm on the statistics of this image;
+3. loss: ``mean((A x_t - y)^2)`` (``likelihood="mse"``, the DIP loss) or
+   ``-log p(y | x_t) = ||A x_t - y||^2 / (2 sigma^2) + const`` summed over observed entries
+   (``likelihood="gaussian"``, what the Langevin samplers need; the prior lives in the optimizer);
+4. roll-back guard: if the loss is not finite, or the PSNR of ``A x_t`` against ``y`` fell more than
+   ``rollback_db`` below the last good value, the weights return to the last good ones and the step
+   is reported in ``rollbacks``; otherwise the optimizer applies the gradient (an Adam step, an
+   SGLD step, ...);
+5. ``ema <- d * ema + (1 - d) * x_t`` (exponential moving average of outputs, DIP's smoothing);
+6. after ``burn_in`` steps, every ``thin``-th good output is a posterior sample: a Welford update of
+   the running mean and variance of the output, and its values at a fixed random subset of pixels
+   go to ``trace`` (for effective sample size and R-hat).
+
+All state (z, weights, optimizer moments, RNG states, EMA, moments, trace, step counter) lives in
+variables, so a ``tf.train.Checkpoint`` of the model and its optimizer resumes a run exactly.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfdip.errors import TfdipError
+from tfdip.inference.moments import RunningMoments
+from tfdip.metrics import tf_psnr
+
+LIKELIHOODS = ("mse", "gaussian")
+
+
+def padded_size(size: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is >= ``size``."""
+    return int(math.ceil(size / multiple) * multiple)
+
+
+class DeepImagePrior(keras.Model):
+    """Deep Image Prior restoration of one image, trained with ``compile()`` / ``fit()``.
+
+    Args:
+        generator: a ``keras.Model`` mapping (1, Hp, Wp, C_in) to (1, Hp, Wp, C).
+        physics: a :class:`tfdip.physics.Physics` (``forward``, ``mse``, ``log_likelihood``,
+            ``image_shape``, ``sigma``).
+        observation: the observation y, array (h, w, C) in [0, 1].
+        size_multiple: the generator's input size must be a multiple of this (2^levels).
+        input_noise_std: std of the per-step input jitter (DIP: 1/30 denoising, 0.03 otherwise).
+        likelihood: ``"mse"`` or ``"gaussian"`` (see the module docstring).
+        likelihood_sigma: noise std for ``"gaussian"``; default the physics' sigma.
+        ema_decay: decay d of the output moving average (DIP: 0.99).
+        rollback_db: PSNR drop that triggers a roll-back (DIP: 5 dB); None disables the PSNR test
+            (non-finite losses always roll back).
+        reference: the clean image (H, W, C), only to report PSNRs while training.
+        burn_in, thin: posterior sampling schedule (steps); ``burn_in=None`` collects no samples.
+        trace_pixels: how many random output entries to trace per sample (for ESS / R-hat).
+        max_samples: capacity of the trace (samples beyond it still enter the moments).
+        seed: seeds z, the jitter and the traced pixel subset.
+    """
+
+    def __init__(self, generator, physics, observation, *, size_multiple=1, input_channels=None,
+                 input_noise_std=0.0, likelihood="mse", likelihood_sigma=None, ema_decay=0.99,
+                 rollback_db=5.0, reference=None, burn_in=None, thin=1, trace_pixels=256,
+                 max_samples=512, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if likelihood not in LIKELIHOODS:
+            raise TfdipError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        observation = np.asarray(observation, np.float32)
+        if observation.ndim != 3:
+            raise TfdipError(f"the observation must be an (h, w, C) array, got shape {observation.shape}")
+        if thin < 1:
+            raise TfdipError(f"thin must be >= 1, got {thin}")
+        if burn_in is not None and burn_in < 0:
+            raise TfdipError(f"burn_in must be >= 0, got {burn_in}")
+        if likelihood == "gaussian":
+            sigma = physics.sigma if likelihood_sigma is None else likelihood_sigma
+            if not sigma or sigma <= 0:
+                raise TfdipError("the Gaussian likelihood needs a noise level > 0; give sigma")
+            likelihood_sigma = float(sigma)
+        self.generator = generator
+        self.physics = physics
+        self.likelihood = likelihood
+        self.likelihood_sigma = likelihood_sigma
+        self.input_noise_std = float(input_noise_std)
+        self.ema_decay = None if ema_decay is None else float(ema_decay)
+        self.rollback_db = None if rollback_db is None else float(rollback_db)
+        self.burn_in = burn_in
+        self.thin = int(thin)
+        self.seed = int(seed)
+
+        self.image_shape = tuple(int(s) for s in physics.image_shape(observation.shape))
+        height, width, channels = self.image_shape
+        self.padded_shape = (padded_size(height, size_multiple), padded_size(width, size_multiple))
+        self.crop_offset = ((self.padded_shape[0] - height) // 2, (self.padded_shape[1] - width) // 2)
+        in_channels = input_channels or generator.input_shape[-1]
+
+        self.y = tf.constant(observation[None])
+        self.reference = None if reference is None else tf.constant(
+            np.asarray(reference, np.float32)[None])
+        rng = np.random.default_rng(self.seed)
+        z0 = rng.uniform(0.0, 0.1, (1, *self.padded_shape, in_channels)).astype(np.float32)
+        self.z = tf.Variable(z0, trainable=False, name="z")
+        self.jitter_seed = keras.random.SeedGenerator(self.seed + 1, name="jitter_seed")
+        image = (1, height, width, channels)
+        self.ema = tf.Variable(tf.zeros(image), trainable=False, name="ema")
+        self.last_output = tf.Variable(tf.zeros(image), trainable=False, name="last_output")
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False, name="rollbacks")
+        self.last_good_psnr = tf.Variable(-np.inf, trainable=False, name="last_good_psnr")
+        self.moments = RunningMoments((height, width, channels))
+        num_entries = height * width * channels
+        self.trace_index = tf.constant(np.sort(rng.choice(
+            num_entries, size=min(trace_pixels, num_entries), replace=False)), tf.int32)
+        self.trace = tf.Variable(tf.zeros((max_samples, int(self.trace_index.shape[0]))),
+                                 trainable=False, name="trace")
+        self.shadow = [tf.Variable(w, trainable=False, name="shadow")
+                       for w in generator.trainable_variables]
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    # ------------------------------------------------------------------ forward
+    def call(self, inputs=None, training=False):
+        """The restored image ``crop(G(z + jitter))``, shape (1, H, W, C). ``inputs`` is an input
+        jitter std (a scalar tensor) or None for the plain ``G(z)``."""
+        z = self.z
+        if inputs is not None:
+            z = z + inputs * keras.random.normal(tf.shape(z), seed=self.jitter_seed)
+        return self._crop(self.generator(z, training=True))
+
+    def _crop(self, x):
+        top, left = self.crop_offset
+        height, width, _ = self.image_shape
+        return x[:, top:top + height, left:left + width, :]
+
+    def _loss(self, x_hat):
+        if self.likelihood == "mse":
+            return self.physics.mse(self.y, x_hat)
+        return -self.physics.log_likelihood(self.y, x_hat, sigma=self.likelihood_sigma)
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, data):
+        del data
+        z = self.z
+        if self.input_noise_std > 0:
+            z = z + self.input_noise_std * keras.random.normal(tf.shape(z), seed=self.jitter_seed)
+        weights = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            x_hat = self._crop(self.generator(z, training=True))
+            loss = self._loss(x_hat)
+        grads = tape.gradient(loss, weights)
+
+        psnr_obs = tf_psnr(self.physics.forward(x_hat), self.y)
+        good = tf.math.is_finite(loss) & tf.reduce_all(tf.math.is_finite(x_hat))
+        if self.rollback_db is not None:
+            good &= ~(psnr_obs < self.last_good_psnr - self.rollback_db)
+        good_f = tf.cast(good, loss.dtype)
+
+        for shadow, w in zip(self.shadow, weights):
+            shadow.assign(tf.where(good, w, shadow))
+        safe_grads = [tf.where(good, g, tf.zeros_like(g)) for g in grads]
+        self.optimizer.apply_gradients(zip(safe_grads, weights))
+        for shadow, w in zip(self.shadow, weights):
+            w.assign(tf.where(good, w, shadow))
+        self.rollbacks.assign_add(1 - tf.cast(good, tf.int64))
+        self.last_good_psnr.assign(tf.where(good, psnr_obs, self.last_good_psnr))
+
+        x_safe = tf.where(good, x_hat, self.last_output)
+        self.last_output.assign(x_safe)
+        if self.ema_decay is not None:
+            first = tf.cast(tf.equal(self.step, 0), x_hat.dtype)
+            decay = self.ema_decay * (1.0 - first)
+            self.ema.assign(decay * self.ema + (1.0 - decay) * x_safe)
+        if self.burn_in is not None:
+            self._collect(x_hat[0], good)
+        self.step.assign_add(1)
+        self.loss_tracker.update_state(tf.where(good, loss, 0.0), sample_weight=good_f)
+
+        logs = {"loss": self.loss_tracker.result(), "psnr_obs": psnr_obs,
+                "rollbacks": self.rollbacks}
+        if self.reference is not None:
+            logs["psnr"] = tf_psnr(x_safe, self.reference)
+            if self.ema_decay is not None:
+                logs["psnr_ema"] = tf_psnr(self.ema, self.reference)
+            if self.burn_in is not None:
+                logs["psnr_mean"] = tf.cond(
+                    self.moments.count > 0,
+                    lambda: tf_psnr(self.moments.mean[None], self.reference),
+                    lambda: tf.constant(0.0))
+        if self.burn_in is not None:
+            logs["samples"] = self.moments.count
+        return logs
+
+    def _collect(self, x, good):
+        """Posterior sample bookkeeping for output x (H, W, C) of step ``self.step``."""
+        since = self.step - self.burn_in
+        take = good & (since >= 0) & tf.equal(tf.math.floormod(since, self.thin), 0)
+
+        def update():
+            slot = tf.cast(self.moments.count, tf.int32)
+            values = tf.gather(tf.reshape(x, [-1]), self.trace_index)
+            capacity = tf.shape(self.trace)[0]
+            row = tf.minimum(slot, capacity - 1)
+            keep = tf.cast(slot < capacity, values.dtype)
+            self.trace.scatter_nd_update(
+                [[row]], [keep * values + (1 - keep) * self.trace[row]])
+            self.moments.update(x)
+            return tf.constant(True)
+
+        tf.cond(take, update, lambda: tf.constant(False))
+
+    # ------------------------------------------------------------------ user API
+    def fit(self, iterations, *, log_every=None, callbacks=None, verbose=0, **kwargs):
+        """Run ``iterations`` training steps. Keras epochs are chunks of ``log_every`` steps (the
+        granularity of History, callbacks' ``on_epoch_end`` and progress); the step counter
+        continues across calls, so ``fit`` twice for n steps equals once for 2n."""
+        if not isinstance(iterations, (int, np.integer)) or iterations < 1:
+            raise TfdipError(f"iterations must be a positive integer, got {iterations!r}")
+        log_every = int(log_every or min(iterations, 100))
+        if iterations % log_every:
+            raise TfdipError(f"iterations ({iterations}) must be a multiple of log_every ({log_every})")
+        self._build_optimizer()
+        data = tf.data.Dataset.from_tensors(tf.zeros((1,))).repeat()
+        done = int(self.step.numpy()) // log_every
+        return super().fit(data, epochs=done + iterations // log_every, initial_epoch=done,
+                           steps_per_epoch=log_every, callbacks=callbacks, verbose=verbose, **kwargs)
+
+    def _build_optimizer(self):
+        if self.optimizer is None:
+            raise TfdipError("call compile(optimizer=...) before fit()")
+        if not self.optimizer.built:
+            self.optimizer.build(self.generator.trainable_variables)
+
+    def compile(self, optimizer="adam", **kwargs):
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def restored(self, which="last"):
+        """The restoration as an (H, W, C) NumPy array: ``"last"`` (G(z) at the current weights),
+        ``"ema"`` (output moving average) or ``"mean"`` (posterior mean)."""
+        if which == "last":
+            return self(None).numpy()[0]
+        if which == "ema":
+            return self.ema.numpy()[0]
+        if which == "mean":
+            return self.moments.mean.numpy()
+        raise TfdipError(f"unknown restoration {which!r}; use 'last', 'ema' or 'mean'")
+
+    def checkpoint(self):
+        """A ``tf.train.Checkpoint`` holding every piece of state of a run (weights, optimizer and
+        sampler state, RNG states, EMA, moments, trace, step)."""
+        return tf.train.Checkpoint(
+            generator=self.generator, optimizer=self.optimizer, z=self.z,
+            jitter_seed=self.jitter_seed.state, ema=self.ema, last_output=self.last_output,
+            step=self.step, rollbacks=self.rollbacks, last_good_psnr=self.last_good_psnr,
+            moments=self.moments, trace=self.trace, shadow=self.shadow)

@@ -1,0 +1,107 @@
+"""Inference recipes: which optimizer, loss, regularisers and sampling schedule a method uses.
+
+Methods (reference.md section 3):
+
+``sgd``     the DIP baseline (Ulyanov et al.): PyTorch-style Adam, MSE loss, input jitter, output
+            EMA (0.99), 5 dB roll-back. The result is the EMA image; the last iterate is reported too.
+``paper``   the GP-DIP authors' "SGLD" as their code ran it: Adam with L2 weight decay 5e-8, then
+            N(0, (2 lr)^2) noise on conv kernels, MSE loss, input jitter; posterior mean of the
+            outputs after burn-in (35% of the run), a sample every iterations/400 steps.
+``sgld``    textbook SGLD (Welling & Teh) on the Gaussian likelihood with the known sigma and a
+            N(0, 1) weight prior.
+``psgld``   preconditioned SGLD (Li et al. 2016, TFP's update) on the same posterior.
+``mala``, ``ula``  TFP MCMC kernels over the weights (see :mod:`tfdip.inference.mcmc`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from tfdip.errors import TfdipError
+from tfdip.inference.optimizers import PSGLD, SGLD, NoisyAdam
+
+OPTIMIZER_METHODS = ("sgd", "paper", "sgld", "psgld")
+MCMC_METHODS = ("mala", "ula")
+METHODS = OPTIMIZER_METHODS + MCMC_METHODS
+
+# DIP's input-noise std per task (reference.md section 3).
+INPUT_NOISE = {"denoising": 1.0 / 30.0, "inpainting": 0.03, "superresolution": 0.03}
+DEFAULT_LEARNING_RATE = {"sgd": 0.01, "paper": 0.01, "sgld": 1e-7, "psgld": 1e-4,
+                         "mala": 1e-4, "ula": 1e-4}
+DEFAULT_ITERATIONS = {"sgd": 1800, "paper": 3000, "sgld": 3000, "psgld": 3000,
+                      "mala": 1000, "ula": 1000}
+# Noise level of the Gaussian likelihood for noise-free tasks (inpainting, super-resolution).
+NOISE_FREE_SIGMA = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Everything :class:`tfdip.DeepImagePrior` and its optimizer need for one method."""
+
+    method: str
+    iterations: int
+    learning_rate: float
+    likelihood: str
+    likelihood_sigma: float | None
+    input_noise_std: float
+    ema_decay: float | None
+    rollback_db: float | None
+    burn_in: int | None
+    thin: int
+
+    @property
+    def is_bayesian(self) -> bool:
+        return self.burn_in is not None
+
+    def optimizer(self, seed: int = 0):
+        """A fresh Keras 3 optimizer for this recipe."""
+        if self.method == "sgd":
+            return NoisyAdam(learning_rate=self.learning_rate, weight_decay=0.0, noise_scale=0.0,
+                             seed=seed)
+        if self.method == "paper":
+            return NoisyAdam(learning_rate=self.learning_rate, weight_decay=5e-8, noise_scale=2.0,
+                             seed=seed)
+        if self.method == "sgld":
+            return SGLD(learning_rate=self.learning_rate, prior_sigma=1.0, seed=seed)
+        if self.method == "psgld":
+            return PSGLD(learning_rate=self.learning_rate, prior_sigma=1.0, seed=seed)
+        raise TfdipError(f"method {self.method!r} is not an optimizer method")
+
+
+def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, burn_in=None,
+                thin=None, sigma=None, input_noise_std=None) -> Recipe:
+    """The recipe for ``method`` on ``task`` with the defaults above, overridden where given.
+
+    ``sigma`` is the observation noise std (for the Gaussian likelihood of the Langevin methods);
+    for noise-free tasks it defaults to ``NOISE_FREE_SIGMA``.
+    """
+    if method not in METHODS:
+        raise TfdipError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if task not in INPUT_NOISE:
+        raise TfdipError(f"unknown task {task!r}; choose one of {', '.join(INPUT_NOISE)}")
+    iterations = DEFAULT_ITERATIONS[method] if iterations is None else int(iterations)
+    if iterations < 1:
+        raise TfdipError(f"iterations must be at least 1, got {iterations}")
+    learning_rate = DEFAULT_LEARNING_RATE[method] if learning_rate is None else float(learning_rate)
+    if not learning_rate > 0:
+        raise TfdipError(f"the learning rate must be > 0, got {learning_rate}")
+    bayesian = method != "sgd"
+    if bayesian:
+        burn_in = int(0.35 * iterations) if burn_in is None else int(burn_in)
+        thin = max(1, iterations // 400) if thin is None else int(thin)
+        if burn_in >= iterations:
+            raise TfdipError(f"burn-in ({burn_in}) must be smaller than iterations ({iterations})")
+        if thin < 1:
+            raise TfdipError(f"thin must be at least 1, got {thin}")
+    else:
+        burn_in, thin = None, 1
+    langevin = method in ("sgld", "psgld", "mala", "ula")
+    if sigma is not None and sigma < 0:
+        raise TfdipError(f"sigma must be >= 0, got {sigma}")
+    likelihood_sigma = (sigma or NOISE_FREE_SIGMA) if langevin else None
+    if input_noise_std is None:
+        input_noise_std = 0.0 if langevin else INPUT_NOISE[task]
+    return Recipe(
+        method=method, iterations=iterations, learning_rate=learning_rate,
+        likelihood="gaussian" if langevin else "mse", likelihood_sigma=likelihood_sigma,
+        input_noise_std=float(input_noise_std), ema_decay=0.99,
+        rollback_db=None if langevin else 5.0, burn_in=burn_in, thin=thin)

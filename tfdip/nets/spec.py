@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Tuple
 
+from tfdip.errors import TfdipError
+
 ACTIVATIONS = ("leaky_relu", "relu", "erf")
 INITS = ("keras", "torch", "gaussian")
 PADS = ("reflection", "zero")
@@ -39,7 +41,8 @@ def _per_level(value, levels: int, name: str) -> Tuple[int, ...]:
         return (value,) * levels
     value = tuple(int(v) for v in value)
     if len(value) != levels:
-        raise ValueError(f"{name} has {len(value)} entries but the net has {levels} levels")
+        raise TfdipError(f"{name} has {len(value)} entries but the net has {levels} levels; "
+                         "give one entry per level or a single int")
     return value
 
 
@@ -82,10 +85,15 @@ class SkipSpec:
         for name in ("channels_down", "channels_up", "channels_skip"):
             object.__setattr__(self, name, _per_level(getattr(self, name), levels, name))
         _check_common(self)
+        if self.levels < 1 or min(self.channels_down + self.channels_up) < 1:
+            raise TfdipError("channels_down and channels_up need at least one level, each >= 1")
+        if min(self.channels_skip) < 0:
+            raise TfdipError(f"channels_skip must be >= 0, got {self.channels_skip}")
+        _check_filter_sizes(self, "filter_size_down", "filter_size_up", "filter_skip_size")
         if self.upsample not in UPSAMPLES:
-            raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
+            raise TfdipError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
         if self.downsample not in DOWNSAMPLES:
-            raise ValueError(f"downsample must be one of {DOWNSAMPLES}, got {self.downsample!r}")
+            raise TfdipError(f"downsample must be one of {DOWNSAMPLES}, got {self.downsample!r}")
 
     @property
     def levels(self) -> int:
@@ -126,8 +134,10 @@ class ConvStackSpec:
 
     def __post_init__(self):
         _check_common(self)
-        if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        if self.depth < 1 or self.channels < 1:
+            raise TfdipError(f"depth and channels must be >= 1, "
+                             f"got {self.depth} and {self.channels}")
+        _check_filter_sizes(self, "filter_size")
 
     @property
     def size_multiple(self) -> int:
@@ -139,12 +149,20 @@ class ConvStackSpec:
         return build_conv_stack(self, name=name)
 
 
+def _check_filter_sizes(spec, *names: str) -> None:
+    for name in names:
+        size = getattr(spec, name)
+        if size < 1 or size % 2 == 0:
+            raise TfdipError(f"{name} must be a positive odd number (the padding keeps H, W), "
+                             f"got {size}")
+
+
 def _check_common(spec) -> None:
     if spec.activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {spec.activation!r}")
+        raise TfdipError(f"activation must be one of {ACTIVATIONS}, got {spec.activation!r}")
     if spec.init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {spec.init!r}")
+        raise TfdipError(f"init must be one of {INITS}, got {spec.init!r}")
     if spec.pad not in PADS:
-        raise ValueError(f"pad must be one of {PADS}, got {spec.pad!r}")
+        raise TfdipError(f"pad must be one of {PADS}, got {spec.pad!r}")
     if spec.input_channels < 1 or spec.output_channels < 1:
-        raise ValueError("input_channels and output_channels must be >= 1")
+        raise TfdipError("input_channels and output_channels must be >= 1")

@@ -1,0 +1,25 @@
+"""A conv-only stack, the network the kernel theory follows layer by layer (no BatchNorm).
+
+``(N, H, W, input_channels)`` -> ``depth`` x [conv ``filter_size`` stride 1 (padded to keep H, W), act]
+-> conv 1x1 -> ``(N, H, W, output_channels)``, then a sigmoid if ``need_sigmoid``. With
+``init="gaussian"`` each conv has kernel ~ N(0, sigma_w^2 / fan_in) and bias ~ N(0, sigma_b^2).
+"""
+from __future__ import annotations
+
+import keras
+
+from tfdip.nets.layers import activation_layer, padded_conv
+from tfdip.nets.spec import ConvStackSpec
+
+
+def build_conv_stack(spec: ConvStackSpec, name: str = "conv_stack") -> keras.Model:
+    """Build the Keras functional model that ``spec`` describes; H and W may be any size."""
+    z = keras.Input((None, None, spec.input_channels), name="z")
+    x = z
+    for layer in range(spec.depth):
+        x = padded_conv(x, spec, spec.channels, spec.filter_size, name=f"conv{layer}")
+        x = activation_layer(spec, name=f"act{layer}")(x)
+    x = padded_conv(x, spec, spec.output_channels, 1, name="output_conv")
+    if spec.need_sigmoid:
+        x = keras.layers.Activation("sigmoid", name="output_sigmoid")(x)
+    return keras.Model(z, x, name=name)

@@ -1,0 +1,353 @@
+"""The ``tfdip`` command line.
+
+    tfdip demo [--out DIR]
+    tfdip corrupt CLEAN -o OBS [--noise SIGMA_255] [--drop FRACTION | --mask MASK] [--downscale F]
+    tfdip denoise OBS --sigma SIGMA_255 -o OUT [--method M] [...]
+    tfdip inpaint OBS --mask MASK -o OUT [...]
+    tfdip superres OBS --factor F -o OUT [...]
+    tfdip gp OBS [--mask M] [--sigma S] --kernel K -o OUT [...]
+    tfdip kernel [--net NAME] --plot OUT.png
+
+Bad input ends with one line on stderr (``tfdip: error: ...``) and exit status 2; nothing
+half-written is left behind (every output is written to a temporary file and renamed).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+METHODS = ("sgd", "paper", "sgld", "psgld", "mala", "ula")
+EXIT_USAGE = 2
+
+
+def _quiet_runtime() -> None:
+    """Keep TensorFlow's C++ start-up lines (oneDNN, CUDA probing, absl) off the user's terminal.
+
+    TensorFlow writes them straight to file descriptor 2 while it loads and initialises its
+    devices, before any Python logging setting applies, so stderr is pointed at /dev/null for
+    exactly that window and restored afterwards.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.constant(0.0) + 1.0  # initialise the devices now, while stderr is silenced
+        tf.get_logger().setLevel("ERROR")
+        tf.autograph.set_verbosity(0)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+# ---------------------------------------------------------------------------- parser
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_restoration_options(parser):
+    parser.add_argument("-o", "--out", required=True, help="restored image (.png/.jpg/.tif/.npy)")
+    parser.add_argument("--method", choices=METHODS, default="sgd",
+                        help="sgd: DIP baseline; paper: the GP-DIP authors' recipe; sgld/psgld: "
+                             "Langevin on the weights; mala/ula: TFP MCMC (default: sgd)")
+    parser.add_argument("--iterations", type=_positive_int, help="training steps (method default)")
+    parser.add_argument("--lr", type=float, help="learning rate / Langevin step size")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--burn-in", type=int, help="steps before posterior samples are kept")
+    parser.add_argument("--thin", type=_positive_int, help="keep every n-th step as a sample")
+    parser.add_argument("--chains", type=_positive_int, default=1, help="independent chains")
+    parser.add_argument("--channels", type=_positive_int, default=128,
+                        help="width of the skip net (default 128, the reference)")
+    parser.add_argument("--reference", help="clean image, to report PSNR / SSIM")
+    parser.add_argument("--report", help="write a JSON report here")
+    parser.add_argument("--std-out", help="colour-mapped posterior std map (.png)")
+    parser.add_argument("--std-npy", help="posterior std as a float .npy (H, W, C)")
+    parser.add_argument("--logdir", help="TensorBoard log folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfdip", description="Bayesian Deep Image Prior restoration with uncertainty maps.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="restore a built-in image and write a figure")
+    demo.add_argument("--out", default="tfdip_demo", help="output folder (created)")
+    demo.add_argument("--iterations", type=_positive_int, default=None)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true")
+
+    corrupt = sub.add_parser("corrupt", help="simulate an observation from a clean image")
+    corrupt.add_argument("clean")
+    corrupt.add_argument("-o", "--out", required=True)
+    corrupt.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std on 0..255")
+    group = corrupt.add_mutually_exclusive_group()
+    group.add_argument("--drop", type=float, help="fraction of pixels to drop at random")
+    group.add_argument("--mask", help="mask image: nonzero = known pixel")
+    corrupt.add_argument("--downscale", type=int, help="Lanczos-2 down-sampling factor")
+    corrupt.add_argument("--seed", type=int, default=0)
+    corrupt.add_argument("--mask-out", help="write the mask used (255 = known)")
+
+    denoise = sub.add_parser("denoise", help="remove Gaussian noise")
+    denoise.add_argument("observation")
+    denoise.add_argument("--sigma", type=float, required=True, help="noise std on 0..255")
+    _add_restoration_options(denoise)
+
+    inpaint = sub.add_parser("inpaint", help="fill in missing pixels")
+    inpaint.add_argument("observation")
+    inpaint.add_argument("--mask", required=True, help="mask image: nonzero = known pixel")
+    inpaint.add_argument("--sigma", type=float, default=0.0, help="noise std on 0..255")
+    _add_restoration_options(inpaint)
+
+    superres = sub.add_parser("superres", help="super-resolve by an integer factor")
+    superres.add_argument("observation")
+    superres.add_argument("--factor", type=int, required=True)
+    superres.add_argument("--sigma", type=float, default=0.0, help="noise std on 0..255")
+    _add_restoration_options(superres)
+    return parser
+
+
+# ---------------------------------------------------------------------------- commands
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tfdip")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _physics_for(args, image_shape):
+    from tfdip import io, physics
+
+    if args.command == "denoise":
+        return physics.Denoising(_sigma01(args.sigma))
+    if args.command == "inpaint":
+        mask = io.read_mask(args.mask, image_shape[:2])
+        return physics.Inpainting(mask, sigma=_sigma01(args.sigma))
+    return physics.SuperResolution(args.factor, sigma=_sigma01(args.sigma))
+
+
+def _sigma01(sigma_255: float) -> float:
+    from tfdip.errors import TfdipError
+
+    if sigma_255 is None or not sigma_255 >= 0:
+        raise TfdipError(f"--sigma must be a number >= 0 (on the 0..255 scale), got {sigma_255}")
+    return sigma_255 / 255.0
+
+
+def _check_outputs(*paths):
+    from tfdip import io
+
+    for path in paths:
+        if path:
+            io.check_output_path(path)
+
+
+def cmd_restore(args) -> int:
+    from tfdip import io, metrics
+    from tfdip.callbacks import ProgressBar, TensorBoardLogger
+    from tfdip.errors import TfdipError
+    from tfdip.restore import restore
+
+    _check_outputs(args.out, args.report, args.std_out, args.std_npy)
+    if args.std_out or args.std_npy:
+        if args.method == "sgd":
+            raise TfdipError("--method sgd gives no posterior std; use --method paper, sgld or psgld")
+    observed = io.read_image(args.observation)
+    phys = _physics_for(args, observed.pixels.shape)
+    reference = None
+    if args.reference:
+        reference = io.read_image(args.reference).pixels
+        expected = tuple(phys.image_shape(observed.pixels.shape))
+        if reference.shape != expected:
+            raise TfdipError(f"the reference is {reference.shape[1]}x{reference.shape[0]}x"
+                             f"{reference.shape[2]} but the restored image will be "
+                             f"{expected[1]}x{expected[0]}x{expected[2]}; give the matching clean image")
+
+    def callbacks(chain):
+        found = []
+        if not args.quiet:
+            prefix = f"chain {chain + 1}/{args.chains} " if args.chains > 1 else ""
+            found.append(ProgressBar(args.iterations or 0, prefix=prefix))
+        if args.logdir:
+            found.append(TensorBoardLogger(os.path.join(args.logdir, f"chain{chain}")))
+        return found
+
+    result = _run_restore(restore, observed.pixels, phys, args, reference, callbacks)
+    pixels = result.image
+    alpha = None if observed.alpha is None else _resize_alpha(observed.alpha, pixels.shape[:2])
+    io.write_image(args.out, pixels, alpha=alpha, bit_depth=observed.bit_depth)
+    if result.std is not None:
+        if args.std_npy:
+            io.write_image(args.std_npy, result.std)
+        if args.std_out:
+            from tfdip.viz import colormap
+
+            io.write_image(args.std_out, colormap(result.std))
+    report = _report(args, result, observed, phys, reference, metrics)
+    if args.report:
+        io.write_json(args.report, report)
+    _print_summary(report)
+    return 0
+
+
+def _resize_alpha(alpha, shape_hw):
+    """The alpha channel (H, W, 1), passed through; resized (bicubic) when super-resolving."""
+    if alpha.shape[:2] == tuple(shape_hw):
+        return alpha
+    import numpy as np
+    from PIL import Image
+
+    resized = Image.fromarray(alpha[..., 0].astype(np.float32), mode="F").resize(
+        (shape_hw[1], shape_hw[0]), Image.BICUBIC)
+    return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)[..., None]
+
+
+def _run_restore(restore, pixels, phys, args, reference, callbacks):
+    from tfdip.recipes import make_recipe
+
+    recipe = make_recipe(args.method, phys.name, iterations=args.iterations, learning_rate=args.lr,
+                         burn_in=args.burn_in, thin=args.thin, sigma=phys.sigma)
+    args.iterations = recipe.iterations
+    net_options = {"channels_down": args.channels, "channels_up": args.channels}
+    return restore(pixels, phys, method=args.method, iterations=recipe.iterations,
+                   learning_rate=args.lr, net="skip", net_options=net_options,
+                   reference=reference, seed=args.seed, burn_in=args.burn_in, thin=args.thin,
+                   chains=args.chains, callbacks=callbacks)
+
+
+def _report(args, result, observed, phys, reference, metrics) -> dict:
+    report = {
+        "task": phys.name, "method": result.method, "iterations": result.iterations,
+        "seconds": round(result.seconds, 3),
+        "seconds_per_iteration": round(result.seconds_per_iteration, 5),
+        "image_shape": list(result.image.shape), "seed": args.seed, "chains": args.chains,
+        "samples": result.samples, "rollbacks": result.rollbacks, "tfdip_version": _version(),
+    }
+    if result.diagnostics:
+        report.update({k: result.diagnostics[k] for k in ("ess_min", "rhat_max", "mixed", "verdict")
+                       if k in result.diagnostics})
+    if reference is not None:
+        report["psnr"] = metrics.psnr(result.image, reference)
+        report["ssim"] = metrics.ssim(result.image, reference)
+        report["psnr_last"] = metrics.psnr(result.last, reference)
+        if result.ema is not None:
+            report["psnr_ema"] = metrics.psnr(result.ema, reference)
+        if observed.pixels.shape == reference.shape:
+            report["psnr_observed"] = metrics.psnr(observed.pixels, reference)
+        if result.std is not None:
+            from tfdip.inference import uncertainty_report
+
+            report["calibration"] = uncertainty_report(result.image, result.std, reference)
+    return report
+
+
+def _print_summary(report) -> None:
+    line = [f"{report['task']} ({report['method']}, {report['iterations']} steps, "
+            f"{report['seconds']:.1f} s)"]
+    if "psnr" in report:
+        line.append(f"PSNR {report['psnr']:.2f} dB")
+        if "psnr_observed" in report:
+            line.append(f"(observation {report['psnr_observed']:.2f} dB)")
+    if report.get("verdict"):
+        line.append(f"sampler: {report['verdict']}")
+    print("  ".join(line))
+
+
+def cmd_corrupt(args) -> int:
+    import numpy as np
+
+    from tfdip import io, physics
+    from tfdip.errors import TfdipError
+
+    _check_outputs(args.out, args.mask_out)
+    clean = io.read_image(args.clean).pixels
+    if not args.noise >= 0:
+        raise TfdipError(f"--noise must be >= 0 (on the 0..255 scale), got {args.noise}")
+    if not (args.noise or args.drop is not None or args.mask or args.downscale):
+        raise TfdipError("nothing to do: give --noise, --drop, --mask or --downscale")
+    x = clean
+    if args.downscale:
+        x = physics.SuperResolution(args.downscale).simulate(x, seed=args.seed)
+    mask = None
+    if args.drop is not None:
+        if not 0 <= args.drop < 1:
+            raise TfdipError(f"--drop must be in [0, 1), got {args.drop}")
+        mask = physics.Inpainting.bernoulli(x.shape[:2], 1.0 - args.drop, seed=args.seed).mask
+    elif args.mask:
+        mask = io.read_mask(args.mask, x.shape[:2])
+    if mask is not None:
+        x = physics.Inpainting(mask).simulate(x, seed=args.seed)
+    if args.noise:
+        x = physics.Denoising(args.noise / 255.0).simulate(x, seed=args.seed + 1)
+    io.write_image(args.out, x)
+    if args.mask_out:
+        if mask is None:
+            raise TfdipError("--mask-out needs --drop or --mask")
+        io.write_image(args.mask_out, np.asarray(mask, np.float32).reshape(x.shape[:2] + (1,)))
+    print(f"wrote {args.out} ({x.shape[1]}x{x.shape[0]}x{x.shape[2]})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from tfdip.demo import run_demo
+
+    return run_demo(args.out, iterations=args.iterations, seed=args.seed, quiet=args.quiet)
+
+
+COMMANDS = {"demo": cmd_demo, "corrupt": cmd_corrupt, "denoise": cmd_restore,
+            "inpaint": cmd_restore, "superres": cmd_restore}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(_version())
+        return 0
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    _quiet_runtime()
+    from tfdip.errors import TfdipError
+
+    start = time.perf_counter()
+    try:
+        return COMMANDS[args.command](args)
+    except TfdipError as error:
+        print(f"tfdip: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("tfdip: error: out of memory; crop or downscale the image, or use --channels 64",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"\ntfdip: interrupted after {time.perf_counter() - start:.0f} s; nothing was written",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

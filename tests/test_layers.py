@@ -117,6 +117,26 @@ def test_image_batch_norm_gradient_matches_finite_differences():
     np.testing.assert_allclose(theoretical[0], numerical[0], atol=1e-5)
 
 
+def test_image_batch_norm_float32_gradient_matches_float64():
+    """float32 runs the fused kernel, float64 the moments path checked above: same gradients."""
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(1, 6, 5, 3))
+    weights = rng.normal(size=(1, 6, 5, 3))
+    gamma, beta = rng.uniform(0.5, 2, size=3), rng.normal(size=3)
+    gradients = []
+    for dtype in ("float32", "float64"):
+        layer = ImageBatchNorm(epsilon=1e-5, dtype=dtype)
+        layer.build(x.shape)
+        layer.set_weights([gamma.astype(dtype), beta.astype(dtype)])
+        inputs = tf.constant(x, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(layer(inputs) ** 3 * tf.constant(weights, dtype))
+        gradients.append([g.numpy() for g in tape.gradient(loss, [inputs, *layer.weights])])
+    for g32, g64 in zip(*gradients):
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-4)
+
+
 def test_image_batch_norm_under_bfloat16_policy():
     x = random_images((1, 8, 8, 3), seed=8)
     layer = ImageBatchNorm(dtype="mixed_bfloat16")

@@ -81,7 +81,8 @@ class ImageBatchNorm(keras.layers.Layer):
     ``y = gamma_c (x - m_c) / sqrt(v_c + epsilon) + beta_c``. This holds in training and in
     inference calls alike (the DIP reference runs PyTorch BatchNorm in training mode on one
     image); there are no moving statistics, so the only weights are ``gamma`` and ``beta``,
-    of shape ``(C,)``. Statistics are computed in at least float32.
+    of shape ``(C,)``. Statistics are computed in at least float32 (also under a mixed-precision
+    policy, where gamma and beta stay float32).
     """
 
     def __init__(self, epsilon: float = 1e-3, gamma_initializer="ones", beta_initializer="zeros",
@@ -100,12 +101,18 @@ class ImageBatchNorm(keras.layers.Layer):
                                     autocast=False, name="beta")
 
     def call(self, x):
-        stats_dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
-        x_stats = tf.cast(x, stats_dtype)
-        mean, variance = tf.nn.moments(x_stats, axes=[0, 1, 2])
-        scale = tf.cast(self.gamma, stats_dtype) * tf.math.rsqrt(variance + self.epsilon)
-        shift = tf.cast(self.beta, stats_dtype) - mean * scale
-        return x * tf.cast(scale, x.dtype) + tf.cast(shift, x.dtype)
+        if x.dtype == tf.float64:  # the fused kernel has no float64 version
+            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+            scale = tf.cast(self.gamma, x.dtype) * tf.math.rsqrt(variance + self.epsilon)
+            return x * scale + (tf.cast(self.beta, x.dtype) - mean * scale)
+        # One fused kernel (and one for its gradient): about twice as fast on CPU as moments plus
+        # element-wise ops. In training mode it normalises with the biased batch variance;
+        # statistics are accumulated in float32 whatever the input dtype.
+        no_statistics = tf.zeros([0], tf.float32)
+        return tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
+            mean=no_statistics, variance=no_statistics, epsilon=self.epsilon, is_training=True,
+            data_format="NHWC").y
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -251,7 +251,10 @@ def test_check_output_path(tmp_path):
     with pytest.raises(TfdipError, match="is a folder"):
         (tmp_path / "dir.png").mkdir()
         check_output_path(tmp_path / "dir.png")
-    assert check_output_path(tmp_path / "r.json", extensions=[".json"]).suffix == ".json"
+    assert check_output_path(tmp_path / "r.json").suffix == ".json"
+    with pytest.raises(TfdipError, match="extension"):
+        check_output_path(tmp_path / "r.json", extensions=tfdip.io.IMAGE_FORMATS)
+    assert check_output_path(tmp_path / "OUT.PNG", extensions=tfdip.io.IMAGE_FORMATS).name == "OUT.PNG"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")

@@ -35,6 +35,9 @@ from tfdip.errors import TfdipError
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
                  ".bmp": "BMP", ".npy": "NPY"}
 
+#: Extensions :func:`check_output_path` accepts by default: the images and reports io writes.
+WRITABLE_EXTENSIONS = (*IMAGE_FORMATS, ".json")
+
 #: How far outside [0, 1] float input may stray (rounding) before it is rejected; it is clipped.
 RANGE_TOLERANCE = 1e-4
 
@@ -257,7 +260,8 @@ def check_output_path(path, extensions: Optional[Sequence[str]] = None) -> Path:
     """Validate an output path before a long computation so that a run fails fast.
 
     The folder must exist and be writable, the path must not be a folder, and its extension
-    must be one of ``extensions`` (default: the image formats of :func:`write_image`).
+    must be one of ``extensions`` (default ``WRITABLE_EXTENSIONS``: the image formats of
+    :func:`write_image` and ``.json``; pass ``IMAGE_FORMATS`` for an image output).
     Returns the path as a :class:`Path`.
     """
     path = Path(path)
@@ -268,7 +272,7 @@ def check_output_path(path, extensions: Optional[Sequence[str]] = None) -> Path:
         raise TfdipError(f"output {path} is a folder; give a file name such as {path / 'out.png'}")
     if not os.access(folder, os.W_OK):
         raise TfdipError(f"output folder {folder} is not writable; choose another -o")
-    allowed = tuple(IMAGE_FORMATS) if extensions is None else tuple(e.lower() for e in extensions)
+    allowed = WRITABLE_EXTENSIONS if extensions is None else tuple(e.lower() for e in extensions)
     if path.suffix.lower() not in allowed:
         raise TfdipError(f"cannot write {path}: unsupported extension "
                          f"{path.suffix or '(none)'}; use one of {', '.join(allowed)}")

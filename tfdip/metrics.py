@@ -1,17 +1,16 @@
-"""Image quality and uncertainty-calibration metrics for images in [0, 1].
+"""Image quality metrics for images in [0, 1].
 
 * :func:`psnr`     10 log10(data_range^2 / MSE), MSE over all pixels and channels (NumPy, float64).
 * :func:`tf_psnr`  the same with tf ops, for use inside ``tf.function``.
 * :func:`ssim`     scikit-image's SSIM (7x7 uniform window, data range 1), channels averaged.
 * :func:`psnr_y`   the super-resolution protocol: PSNR of the ITU-R BT.601 luma (MATLAB
                    ``rgb2ycbcr``) with a border cropped.
-* :func:`interval_coverage`, :func:`error_std_correlation`: does a per-pixel posterior std
-  describe the actual error of the posterior mean?
+
+How well a posterior std predicts the error is measured in :mod:`tfdip.inference.calibration`.
 """
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 import numpy as np
 import tensorflow as tf
@@ -55,8 +54,7 @@ def tf_psnr(x, y, data_range: float = 1.0) -> tf.Tensor:
     if x.shape.is_fully_defined() and y.shape.is_fully_defined() and x.shape != y.shape:
         raise TfdipError(f"tf_psnr needs two images of the same shape, got {x.shape} and {y.shape}")
     mse = tf.reduce_mean(tf.math.squared_difference(x, y))
-    ten = tf.constant(10.0, x.dtype)
-    return ten * (2 * tf.math.log(tf.constant(data_range, x.dtype)) - tf.math.log(mse)) / tf.math.log(ten)
+    return 10.0 * tf.math.log(data_range ** 2 / mse) / math.log(10.0)
 
 
 def ssim(x, y) -> float:
@@ -106,36 +104,3 @@ def psnr_y(x, y, border: int = 0) -> float:
     crop = (slice(border, x.shape[0] - border), slice(border, x.shape[1] - border))
     return psnr(x[crop], y[crop])
 
-
-def _calibration_inputs(truth, mean, std):
-    truth, mean = _pair(truth, mean, "calibration")
-    _, std = _pair(truth, std, "calibration")
-    if np.any(std < 0) or not np.all(np.isfinite(std)):
-        raise TfdipError("the posterior std must be finite and >= 0 everywhere")
-    return truth, mean, std
-
-
-def interval_coverage(truth, mean, std, level: float = 0.95) -> float:
-    """Share of entries whose true value lies in the central Gaussian interval of the posterior:
-    |truth - mean| <= z * std with z = Phi^{-1}((1 + level) / 2) (1.96 for level 0.95).
-
-    A calibrated per-pixel uncertainty gives about ``level``; smaller means over-confident.
-    """
-    if not 0 < level < 1:
-        raise TfdipError(f"level must be in (0, 1), got {level}")
-    truth, mean, std = _calibration_inputs(truth, mean, std)
-    z = NormalDist().inv_cdf((1 + level) / 2)
-    return float(np.mean(np.abs(truth - mean) <= z * std))
-
-
-def error_std_correlation(truth, mean, std) -> float:
-    """Pearson correlation, over entries, of the absolute error |truth - mean| with the std.
-
-    Near 1 when the uncertainty map points at the pixels that are wrong, near 0 when it is
-    unrelated to them; NaN if either is constant.
-    """
-    truth, mean, std = _calibration_inputs(truth, mean, std)
-    error = np.abs(truth - mean).ravel() - np.abs(truth - mean).mean()
-    spread = std.ravel() - std.mean()
-    scale = math.sqrt(float(error @ error) * float(spread @ spread))
-    return float(error @ spread) / scale if scale > 0 else math.nan

@@ -1,0 +1,152 @@
+"""The GP prior of an image: a kernel, a constant mean per channel and an observation noise.
+
+Model (channels share the kernel and the noise, each has its own constant mean)::
+
+    f_c ~ GP(m_c, k),    y_c(x_i) = f_c(x_i) + e_ci,    e_ci ~ N(0, s^2)    (c = 1..C, i = 1..N)
+
+so that the log marginal likelihood of the observations is
+``log p(y) = sum_c log N(y_c; m_c 1, K + s^2 I)`` with ``K = k(X, X)`` (``[N, N]``).
+
+Hyper-parameters (names used everywhere in :mod:`tfdip.gp`):
+
+- ``amplitude``: the output standard deviation ``a`` (TFP's convention; ``a^2`` is GPyTorch's
+  "outputscale"). For ``"rbf"`` ``k(x, x') = a^2 exp(-|x - x'|^2 / (2 l^2))``; for ``"matern52"``
+  ``k = a^2 (1 + sqrt(5) d / l + 5 d^2 / (3 l^2)) exp(-sqrt(5) d / l)``, ``d = |x - x'|``; any other
+  kernel ``k0`` becomes ``a^2 k0`` (``a = 1``: the kernel as given).
+- ``length_scale``: ``l`` in pixels (``"rbf"`` and ``"matern52"`` only).
+- ``noise_variance``: ``s^2``.
+- ``mean``: ``m_c``, one value per channel (absent for a zero-mean prior).
+
+A fitted hyper-parameter is a :class:`tfp.util.TransformedVariable` (Softplus for the positive
+ones, identity for the mean), so that it stays positive while the optimiser works on an
+unconstrained variable; a fixed one is a constant. Everything is float64.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfdip.errors import TfdipError
+
+tfd = tfp.distributions
+tfpk = tfp.math.psd_kernels
+
+DTYPE = tf.float64
+JITTER = 1e-6
+"""Added to the diagonal of ``K + s^2 I`` before its Cholesky factorisation."""
+STATIONARY_KERNELS = {
+    "rbf": tfpk.ExponentiatedQuadratic,
+    "matern52": tfpk.MaternFiveHalves,
+}
+HYPERPARAMETERS = ("amplitude", "length_scale", "noise_variance", "mean")
+
+
+def cholesky_with_jitter(matrix):
+    """The Cholesky factor of ``matrix + JITTER * I`` (``matrix``: ``[..., N, N]``)."""
+    return tf.linalg.cholesky(tf.linalg.set_diag(matrix, tf.linalg.diag_part(matrix) + JITTER))
+
+
+def _hyperparameter(name: str, value, trainable: bool):
+    """A float64 variable (Softplus-constrained unless it is the mean) or a constant."""
+    value = np.asarray(value, dtype=np.float64)
+    if name != "mean" and not (np.all(np.isfinite(value)) and np.all(value >= 0)):
+        raise TfdipError(f"{name} must be a finite number >= 0, got {value}")
+    if name != "mean" and trainable and not np.all(value > 0):
+        raise TfdipError(f"{name} must start > 0 to be fitted, got {value}")
+    if not trainable:
+        return tf.constant(value, dtype=DTYPE)
+    if name == "mean":
+        return tf.Variable(value, dtype=DTYPE, name=name)
+    return tfp.util.TransformedVariable(value, tfp.bijectors.Softplus(), dtype=DTYPE, name=name)
+
+
+class GPPrior(tf.Module):
+    """Kernel, per-channel constant mean and noise variance of an image GP (see the module docstring).
+
+    Args:
+      kernel: ``"rbf"``, ``"matern52"`` or a float64 ``tfp.math.psd_kernels`` kernel over
+        ``(row, column)`` points (its own trainable variables are fitted with the rest).
+      values: initial (or, if not trainable, fixed) hyper-parameters, keyed by the names in the
+        module docstring. ``amplitude`` defaults to 1, ``noise_variance`` to 0; ``length_scale``
+        is required for the named kernels and refused for others; ``mean`` (a number or one per
+        channel) present means a constant-mean prior, absent a zero-mean one.
+      trainable: the names of the hyper-parameters to fit.
+    """
+
+    def __init__(self, kernel: Union[str, tfpk.PositiveSemidefiniteKernel],
+                 values: Mapping[str, object], trainable: Sequence[str] = (), name=None):
+        super().__init__(name=name)
+        unknown = (set(values) | set(trainable)) - set(HYPERPARAMETERS)
+        if unknown:
+            raise TfdipError(f"unknown hyper-parameter(s) {sorted(unknown)}; use "
+                             f"{', '.join(HYPERPARAMETERS)}")
+        missing = set(trainable) - set(values)
+        if missing:
+            raise TfdipError(f"hyper-parameter(s) {sorted(missing)} to fit need a starting value")
+        if isinstance(kernel, str):
+            if kernel not in STATIONARY_KERNELS:
+                raise TfdipError(f"unknown kernel {kernel!r}; use one of "
+                                 f"{', '.join(STATIONARY_KERNELS)} or a psd_kernels kernel")
+            if "length_scale" not in values:
+                raise TfdipError(f"the {kernel!r} kernel needs a length_scale")
+            self.kernel_name, self._base_kernel = kernel, None
+        elif isinstance(kernel, tfpk.PositiveSemidefiniteKernel):
+            if "length_scale" in values:
+                raise TfdipError(f"length_scale only applies to the named kernels "
+                                 f"({', '.join(STATIONARY_KERNELS)}); the {kernel.name} kernel "
+                                 f"has its own parameters")
+            if kernel.dtype not in (None, DTYPE):
+                raise TfdipError(f"the {kernel.name} kernel is {kernel.dtype.name}; GP restoration "
+                                 f"works in float64: build the kernel with float64 parameters")
+            self.kernel_name, self._base_kernel = kernel.name, kernel
+        else:
+            raise TfdipError(f"kernel must be a name ({', '.join(STATIONARY_KERNELS)}) or a "
+                             f"psd_kernels kernel, got {type(kernel).__name__}")
+        values = {"amplitude": 1.0, "noise_variance": 0.0, **values}
+        self._values = {name: _hyperparameter(name, value, name in trainable)
+                        for name, value in values.items()}
+
+    @property
+    def has_mean(self) -> bool:
+        """True for a constant-mean prior, False for a zero-mean one."""
+        return "mean" in self._values
+
+    @property
+    def noise_variance(self) -> tf.Tensor:
+        """``s^2``, a float64 scalar."""
+        return tf.convert_to_tensor(self._values["noise_variance"])
+
+    def mean(self, num_channels: int) -> tf.Tensor:
+        """``m_c`` as a float64 vector of shape ``[num_channels]`` (zeros for a zero-mean prior)."""
+        mean = self._values["mean"] if self.has_mean else tf.zeros([], DTYPE)
+        return tf.broadcast_to(tf.convert_to_tensor(mean), [num_channels])
+
+    def kernel(self) -> tfpk.PositiveSemidefiniteKernel:
+        """The covariance ``k`` with the current hyper-parameters."""
+        amplitude = self._values["amplitude"]
+        if self._base_kernel is None:
+            return STATIONARY_KERNELS[self.kernel_name](amplitude=amplitude,
+                                                        length_scale=self._values["length_scale"])
+        if isinstance(amplitude, tf.Tensor) and float(amplitude) == 1.0:
+            return self._base_kernel
+        return tfpk.Constant(tf.square(tf.convert_to_tensor(amplitude))) * self._base_kernel
+
+    def log_marginal_likelihood(self, points, values) -> tf.Tensor:
+        """``sum_c log N(y_c; m_c, K + s^2 I)`` for ``points`` ``[N, 2]`` and ``values`` ``[C, N]``."""
+        values = tf.convert_to_tensor(values, DTYPE)
+        centred = values - self.mean(values.shape[0])[:, tf.newaxis]
+        gp = tfd.GaussianProcess(self.kernel(), index_points=tf.convert_to_tensor(points, DTYPE),
+                                 observation_noise_variance=self.noise_variance,
+                                 cholesky_fn=cholesky_with_jitter)
+        return tf.reduce_sum(gp.log_prob(centred))
+
+    def values(self) -> Dict[str, object]:
+        """The current hyper-parameters as Python floats (``mean`` as a list, one per channel)."""
+        values = {name: np.asarray(tf.convert_to_tensor(value)).tolist()
+                  for name, value in self._values.items()}
+        if self.has_mean:
+            values["mean"] = np.atleast_1d(values["mean"]).tolist()
+        return values

@@ -24,7 +24,7 @@ import tensorflow_probability as tfp
 from tfdip.errors import TfdipError
 from tfdip.gp.data import PixelData, pixel_data
 from tfdip.gp.fit import FitSummary, fit_prior
-from tfdip.gp.prior import DTYPE, STATIONARY_KERNELS, GPPrior, cholesky_with_jitter
+from tfdip.gp.prior import DTYPE, GPPrior, cholesky_with_jitter, kernel_name
 
 tfd = tfp.distributions
 tfpk = tfp.math.psd_kernels
@@ -96,10 +96,8 @@ def gp_posterior(prior: GPPrior, observed_points, observed_values, points):
 
 
 def resolve_kernel(kernel) -> Union[str, tfpk.PositiveSemidefiniteKernel]:
-    """A kernel name of :data:`~tfdip.gp.prior.STATIONARY_KERNELS` or a psd_kernels kernel, as given."""
-    if isinstance(kernel, str) and kernel not in STATIONARY_KERNELS:
-        raise TfdipError(f"unknown kernel {kernel!r}; use one of "
-                         f"{', '.join(STATIONARY_KERNELS)} or a psd_kernels kernel")
+    """A kernel name of :data:`~tfdip.gp.prior.STATIONARY_KERNELS` or a float64 psd kernel, checked."""
+    kernel_name(kernel)
     return kernel
 
 

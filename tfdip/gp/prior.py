@@ -49,6 +49,26 @@ def cholesky_with_jitter(matrix):
     return tf.linalg.cholesky(tf.linalg.set_diag(matrix, tf.linalg.diag_part(matrix) + JITTER))
 
 
+def kernel_name(kernel) -> str:
+    """The name of a usable kernel: a key of :data:`STATIONARY_KERNELS` or a float64 psd kernel.
+
+    Raises:
+      TfdipError: for an unknown name, another type or a kernel that is not float64.
+    """
+    if isinstance(kernel, str):
+        if kernel not in STATIONARY_KERNELS:
+            raise TfdipError(f"unknown kernel {kernel!r}; use one of "
+                             f"{', '.join(STATIONARY_KERNELS)} or a psd_kernels kernel")
+        return kernel
+    if not isinstance(kernel, tfpk.PositiveSemidefiniteKernel):
+        raise TfdipError(f"kernel must be a name ({', '.join(STATIONARY_KERNELS)}) or a "
+                         f"psd_kernels kernel, got {type(kernel).__name__}")
+    if kernel.dtype not in (None, DTYPE):
+        raise TfdipError(f"the {kernel.name} kernel is {tf.as_dtype(kernel.dtype).name}; GP "
+                         f"restoration works in float64: build the kernel with float64 parameters")
+    return kernel.name
+
+
 def _hyperparameter(name: str, value, trainable: bool):
     """A float64 variable (Softplus-constrained unless it is the mean) or a constant."""
     value = np.asarray(value, dtype=np.float64)
@@ -86,25 +106,14 @@ class GPPrior(tf.Module):
         missing = set(trainable) - set(values)
         if missing:
             raise TfdipError(f"hyper-parameter(s) {sorted(missing)} to fit need a starting value")
-        if isinstance(kernel, str):
-            if kernel not in STATIONARY_KERNELS:
-                raise TfdipError(f"unknown kernel {kernel!r}; use one of "
-                                 f"{', '.join(STATIONARY_KERNELS)} or a psd_kernels kernel")
-            if "length_scale" not in values:
-                raise TfdipError(f"the {kernel!r} kernel needs a length_scale")
-            self.kernel_name, self._base_kernel = kernel, None
-        elif isinstance(kernel, tfpk.PositiveSemidefiniteKernel):
-            if "length_scale" in values:
-                raise TfdipError(f"length_scale only applies to the named kernels "
-                                 f"({', '.join(STATIONARY_KERNELS)}); the {kernel.name} kernel "
-                                 f"has its own parameters")
-            if kernel.dtype not in (None, DTYPE):
-                raise TfdipError(f"the {kernel.name} kernel is {kernel.dtype.name}; GP restoration "
-                                 f"works in float64: build the kernel with float64 parameters")
-            self.kernel_name, self._base_kernel = kernel.name, kernel
-        else:
-            raise TfdipError(f"kernel must be a name ({', '.join(STATIONARY_KERNELS)}) or a "
-                             f"psd_kernels kernel, got {type(kernel).__name__}")
+        self.kernel_name = kernel_name(kernel)
+        self._base_kernel = None if isinstance(kernel, str) else kernel
+        if self._base_kernel is None and "length_scale" not in values:
+            raise TfdipError(f"the {kernel!r} kernel needs a length_scale")
+        if self._base_kernel is not None and "length_scale" in values:
+            raise TfdipError(f"length_scale only applies to the named kernels "
+                             f"({', '.join(STATIONARY_KERNELS)}); the {kernel.name} kernel "
+                             f"has its own parameters")
         values = {"amplitude": 1.0, "noise_variance": 0.0, **values}
         self._values = {name: _hyperparameter(name, value, name in trainable)
                         for name, value in values.items()}

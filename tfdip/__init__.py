@@ -13,13 +13,13 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "DeepImagePrior": ("tfdip.dip", "DeepImagePrior"),
-    "restore": ("tfdip.restore", "restore"),
-    "Restoration": ("tfdip.restore", "Restoration"),
+    "restore": ("tfdip.restoration", "restore"),
+    "Restoration": ("tfdip.restoration", "Restoration"),
     "make_recipe": ("tfdip.recipes", "make_recipe"),
     "TfdipError": ("tfdip.errors", "TfdipError"),
 }
 _SUBMODULES = ("callbacks", "dip", "errors", "gp", "inference", "io", "kernels", "metrics", "nets",
-               "physics", "recipes", "restore", "viz", "export")
+               "physics", "recipes", "restoration", "viz", "export")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 

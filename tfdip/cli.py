@@ -169,7 +169,7 @@ def cmd_restore(args) -> int:
     from tfdip import io, metrics
     from tfdip.callbacks import ProgressBar, TensorBoardLogger
     from tfdip.errors import TfdipError
-    from tfdip.restore import restore
+    from tfdip.restoration import restore
 
     _check_outputs(args.out, args.report, args.std_out, args.std_npy)
     if args.std_out or args.std_npy:

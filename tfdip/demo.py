@@ -19,7 +19,7 @@ from tfdip import io, metrics
 from tfdip.callbacks import ProgressBar
 from tfdip.errors import TfdipError
 from tfdip.physics import Denoising
-from tfdip.restore import restore
+from tfdip.restoration import restore
 from tfdip.viz import colormap, comparison_figure
 
 DEMO_SIZE = 64

@@ -103,7 +103,7 @@ class DeepImagePrior(keras.Model):
         self.crop_offset = ((self.padded_shape[0] - height) // 2, (self.padded_shape[1] - width) // 2)
         in_channels = input_channels or generator.input_shape[-1]
 
-        self.y = tf.constant(observation[None])
+        self.y = tf.Variable(observation[None], trainable=False, name="observation")
         self.reference = None if reference is None else tf.constant(
             np.asarray(reference, np.float32)[None])
         rng = np.random.default_rng(self.seed)
@@ -234,7 +234,8 @@ class DeepImagePrior(keras.Model):
         data = tf.data.Dataset.from_tensors(tf.zeros((1,))).repeat()
         done = int(self.step.numpy()) // log_every
         return super().fit(data, epochs=done + iterations // log_every, initial_epoch=done,
-                           steps_per_epoch=log_every, callbacks=callbacks, verbose=verbose, **kwargs)
+                           steps_per_epoch=log_every, callbacks=callbacks, verbose=verbose,
+                           shuffle=False, **kwargs)
 
     def _build_optimizer(self):
         if self.optimizer is None:
@@ -263,4 +264,4 @@ class DeepImagePrior(keras.Model):
             generator=self.generator, optimizer=self.optimizer, z=self.z,
             jitter_seed=self.jitter_seed.state, ema=self.ema, last_output=self.last_output,
             step=self.step, rollbacks=self.rollbacks, last_good_psnr=self.last_good_psnr,
-            moments=self.moments, trace=self.trace, shadow=self.shadow)
+            moments=self.moments, trace=self.trace, shadow=list(self.shadow))

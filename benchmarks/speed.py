@@ -1,0 +1,393 @@
+"""Training-step speed of the default DIP skip net: tfdip (TensorFlow / Keras 3) against PyTorch.
+
+One training step = forward pass of the default skip net (2,217,831 parameters) on a fixed code
+z ~ U(0, 0.1) of shape (1, S, S, 32), MSE loss against a noisy S x S crop of ``house.png``
+(sigma 25/255), backward pass and an Adam update (lr 0.01). tfdip's step is a plain custom training
+step inside ``tf.function`` on the ``keras.Model`` that ``tfdip.nets.skip()`` builds; PyTorch's is
+the usual zero_grad / backward / step on ``benchmarks/torch_skip.py`` in train mode.
+
+Every (variant, size) runs in a fresh subprocess with the same thread count, so that the two
+frameworks' thread pools never compete; variants are interleaved size by size so that a change of
+machine load hits them alike. Reported: the median (and quartiles) of the timed steps after the
+warm-up (which includes tracing). Variants:
+
+- ``tfdip``: the library default (float32, oneDNN on, no XLA);
+- ``tfdip_xla``: the same step with ``jit_compile=True``;
+- ``tfdip_bf16``: the ``mixed_bfloat16`` Keras policy (bfloat16 compute, float32 weights);
+- ``tfdip_no_onednn``: ``TF_ENABLE_ONEDNN_OPTS=0``;
+- ``tfdip_fused_adam``: Keras' Adam with its update in TF's fused ``ResourceApplyAdam`` kernel
+  (the same formula; one kernel per variable instead of about ten element-wise ops);
+- ``tfdip_dip``: ``tfdip.dip.DeepImagePrior``'s own train step (jitter, roll-back guard, EMA), via
+  ``fit()``, where that class is available;
+- ``torch``: the PyTorch reference (NCHW, float32);
+- ``torch_channels_last``: PyTorch with the channels-last memory format.
+
+Usage::
+
+    python benchmarks/speed.py                      # 64, 128, 256 px; writes benchmarks/results/
+    python benchmarks/speed.py --sizes 64 --steps 5 --variants tfdip torch --out /tmp/speed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+IMAGE = HERE.parent.parent / "shared" / "data" / "denoising" / "house.png"
+DEFAULT_PARAMETERS = 2_217_831
+SIGMA = 25 / 255
+INPUT_CHANNELS = 32
+
+VARIANTS = {
+    "tfdip": {"framework": "tf"},
+    "tfdip_xla": {"framework": "tf", "jit_compile": True},
+    "tfdip_bf16": {"framework": "tf", "policy": "mixed_bfloat16"},
+    "tfdip_no_onednn": {"framework": "tf", "env": {"TF_ENABLE_ONEDNN_OPTS": "0"}},
+    "tfdip_fused_adam": {"framework": "tf", "optimizer": "fused_adam"},
+    "tfdip_dip": {"framework": "tf_dip"},
+    "torch": {"framework": "torch"},
+    "torch_channels_last": {"framework": "torch", "channels_last": True},
+}
+HEADLINE = ("tfdip", "torch")
+
+
+# ---------------------------------------------------------------- the problem both frameworks fit
+
+def problem(size: int, image_path: Path = IMAGE):
+    """(z, clean, noisy): z (1, S, S, 32) ~ U(0, 0.1); clean / noisy (1, S, S, 3) float32 crops."""
+    from PIL import Image
+
+    image = np.asarray(Image.open(image_path).convert("RGB"), np.float32) / 255.0
+    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+    clean = image[None, top:top + size, left:left + size]
+    rng = np.random.default_rng(0)
+    noisy = np.clip(clean + SIGMA * rng.normal(size=clean.shape), 0, 1).astype(np.float32)
+    z = rng.uniform(0, 0.1, size=(1, size, size, INPUT_CHANNELS)).astype(np.float32)
+    return z, clean, noisy
+
+
+def psnr(output: np.ndarray, clean: np.ndarray) -> float:
+    """PSNR (dB, data range 1) of the net's output against the clean crop."""
+    return float(-10 * np.log10(np.mean((np.clip(output, 0, 1) - clean) ** 2)))
+
+
+def time_steps(step, warmup: int, steps: int):
+    """Run ``step()`` (which must block until done and return the loss) warmup + steps times."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    warmup_s = time.perf_counter() - start
+    times, loss = [], None
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - start)
+    return times, warmup_s, loss
+
+
+# ---------------------------------------------------------------- workers (one per subprocess)
+
+def tf_worker(variant: dict, size: int, warmup: int, steps: int, threads: int) -> dict:
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import tfdip.nets
+
+    if variant.get("policy"):
+        keras.mixed_precision.set_global_policy(variant["policy"])
+    keras.utils.set_random_seed(0)
+    net = tfdip.nets.skip()
+    z, clean, noisy = problem(size)
+    z, noisy = tf.constant(z), tf.constant(noisy)
+    adam = fused_adam_class() if variant.get("optimizer") == "fused_adam" else keras.optimizers.Adam
+    optimizer = adam(learning_rate=0.01, epsilon=1e-8)
+    weights = net.trainable_variables
+
+    @tf.function(jit_compile=variant.get("jit_compile", False))
+    def train_step():
+        with tf.GradientTape() as tape:
+            out = tf.cast(net(z, training=True), tf.float32)
+            loss = tf.reduce_mean(tf.square(out - noisy))
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return loss
+
+    times, warmup_s, loss = time_steps(lambda: float(train_step()), warmup, steps)
+    output = tf.cast(net(z, training=True), tf.float32).numpy()
+    return {"parameters": net.count_params(), "times": times, "warmup_s": warmup_s,
+            "final_loss": loss, "psnr": psnr(output, clean)}
+
+
+def fused_adam_class():
+    """``keras.optimizers.Adam`` whose per-variable update is TF's fused ``ResourceApplyAdam``:
+    ``var -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``, as Keras' own Adam."""
+    import keras
+    import tensorflow as tf
+
+    class FusedAdam(keras.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            index = self._get_variable_index(variable)
+            dtype = variable.dtype
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=self._momentums[index].handle,
+                v=self._velocities[index].handle, beta1_power=tf.pow(beta_1, step),
+                beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype),
+                beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
+                grad=tf.cast(gradient, dtype))
+
+    return FusedAdam
+
+
+def tf_dip_worker(variant: dict, size: int, warmup: int, steps: int, threads: int) -> dict:
+    """``DeepImagePrior.fit`` for warmup + steps iterations; step times from batch-end callbacks."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import tfdip.nets
+    from tfdip.dip import DeepImagePrior
+    from tfdip.physics import make_physics
+
+    keras.utils.set_random_seed(0)
+    spec = tfdip.nets.spec_for("skip")
+    _, clean, noisy = problem(size)
+    model = DeepImagePrior(spec.build(), make_physics("denoising", sigma=SIGMA), noisy[0],
+                           size_multiple=spec.size_multiple, input_noise_std=1 / 30,
+                           reference=clean[0], seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01, epsilon=1e-8))
+    ends, losses = [], []
+
+    class BatchEnds(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            losses.append(float(logs["loss"]))
+            ends.append(time.perf_counter())
+
+    start = time.perf_counter()
+    model.fit(warmup + steps, log_every=warmup + steps, callbacks=[BatchEnds()])
+    times = list(np.diff(ends[warmup - 1:]))
+    return {"parameters": model.generator.count_params(), "times": times,
+            "warmup_s": ends[warmup - 1] - start, "final_loss": losses[-1],
+            "psnr": psnr(model.restored("last")[None], clean)}
+
+
+def torch_worker(variant: dict, size: int, warmup: int, steps: int, threads: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(HERE))
+    from torch_skip import parameter_count, torch_skip
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = torch_skip().train()
+    z, clean, noisy = problem(size)
+    z, noisy = (torch.from_numpy(a.transpose(0, 3, 1, 2).copy()) for a in (z, noisy))
+    if variant.get("channels_last"):
+        net = net.to(memory_format=torch.channels_last)
+        z, noisy = (t.contiguous(memory_format=torch.channels_last) for t in (z, noisy))
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.mse_loss(net(z), noisy)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    times, warmup_s, loss = time_steps(train_step, warmup, steps)
+    with torch.no_grad():
+        output = net(z).permute(0, 2, 3, 1).numpy()
+    return {"parameters": parameter_count(net), "times": times, "warmup_s": warmup_s,
+            "final_loss": loss, "psnr": psnr(output, clean)}
+
+
+WORKERS = {"tf": tf_worker, "tf_dip": tf_dip_worker, "torch": torch_worker}
+
+
+def run_worker(args) -> None:
+    variant = VARIANTS[args.worker]
+    result = WORKERS[variant["framework"]](variant, args.size, args.warmup, args.steps[0],
+                                           args.threads)
+    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------- the driver
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "logical_cpus": os.cpu_count()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                           if line.startswith("model name"))
+        flags = next(line for line in cpuinfo.splitlines() if line.startswith("flags")).split()
+        info["cpu_flags"] = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2")))
+    except (OSError, StopIteration):
+        pass
+    try:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()[0].split()
+        info["memory_gb"] = round(int(meminfo[1]) / 2 ** 20, 1)
+    except (OSError, IndexError, ValueError):
+        pass
+    versions = subprocess.run(
+        [sys.executable, "-c", "import json, numpy, tensorflow, keras, torch; print(json.dumps("
+         "{'numpy': numpy.__version__, 'tensorflow': tensorflow.__version__, "
+         "'keras': keras.__version__, 'torch': torch.__version__}))"],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    info.update(json.loads(versions.stdout.strip().splitlines()[-1]))
+    return info
+
+
+def measure(name: str, size: int, steps: int, args) -> dict:
+    variant = VARIANTS[name]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **variant.get("env", {})}
+    command = [sys.executable, __file__, "--worker", name, "--size", str(size), "--steps",
+               str(steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    record = {"variant": name, "size": size, "load_before": os.getloadavg()[0]}
+    if done.returncode != 0:
+        record["error"] = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        print(f"  {name:20s} {size:4d}px  failed: {record['error']}", flush=True)
+        return record
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    times_ms = 1e3 * np.asarray(result.pop("times"))
+    record.update(result, steps=len(times_ms), median_ms=float(np.median(times_ms)),
+                  q1_ms=float(np.percentile(times_ms, 25)), q3_ms=float(np.percentile(times_ms, 75)),
+                  min_ms=float(times_ms.min()), times_ms=[round(t, 2) for t in times_ms])
+    if record["parameters"] != DEFAULT_PARAMETERS:
+        record["error"] = f"expected {DEFAULT_PARAMETERS} parameters, got {record['parameters']}"
+    print(f"  {name:20s} {size:4d}px  median {record['median_ms']:8.1f} ms "
+          f"(IQR {record['q1_ms']:.1f}-{record['q3_ms']:.1f}, load {record['load_before']:.2f})",
+          flush=True)
+    return record
+
+
+def markdown(report: dict) -> str:
+    results = {(r["variant"], r["size"]): r for r in report["results"]}
+    sizes = report["config"]["sizes"]
+
+    def cell(name, size):
+        r = results.get((name, size))
+        if r is None:
+            return "-"
+        if "error" in r:
+            return "failed"
+        return f"{r['median_ms']:.0f}"
+
+    m = report["machine"]
+    lines = [
+        "# Training-step speed: tfdip against PyTorch",
+        "",
+        f"Default DIP skip net ({DEFAULT_PARAMETERS:,} parameters), one step = forward + MSE + "
+        "backward + Adam update, batch 1, input depth 32. Median ms per step over "
+        f"{', '.join(str(s) for s in report['config']['steps'])} timed steps "
+        f"(sizes {', '.join(str(s) for s in sizes)}) after {report['config']['warmup']} warm-up "
+        f"steps; {report['config']['threads']} threads; each run in its own process.",
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('logical_cpus')} logical CPUs, "
+        f"{m.get('memory_gb', '?')} GB; {m.get('platform')}; Python {m.get('python')}, "
+        f"TensorFlow {m.get('tensorflow')}, Keras {m.get('keras')}, PyTorch {m.get('torch')}, "
+        f"NumPy {m.get('numpy')}. Measured {report['date']}; load average "
+        f"{report['load_before']:.2f} before, {report['load_after']:.2f} after.",
+        "",
+        "| size | tfdip (ms) | PyTorch (ms) | PyTorch / tfdip |",
+        "|---|---|---|---|",
+    ]
+    for size in sizes:
+        tf_r, torch_r = results.get(("tfdip", size)), results.get(("torch", size))
+        ratio = ("-" if not tf_r or not torch_r or "error" in tf_r or "error" in torch_r
+                 else f"{torch_r['median_ms'] / tf_r['median_ms']:.2f}")
+        lines.append(f"| {size} | {cell('tfdip', size)} | {cell('torch', size)} | {ratio} |")
+    names = [n for n in VARIANTS if any((n, s) in results for s in sizes)]
+    lines += ["", "All variants (median ms per step; loss after the last timed step at the largest "
+              "size, a rough numerical check):", "",
+              "| variant | " + " | ".join(f"{s} px" for s in sizes) + " | final loss |",
+              "|---|" + "---|" * (len(sizes) + 1)]
+    for name in names:
+        last = results.get((name, sizes[-1]), {})
+        loss = f"{last['final_loss']:.5f}" if "final_loss" in last else "-"
+        lines.append(f"| {name} | " + " | ".join(cell(name, s) for s in sizes) + f" | {loss} |")
+    if report.get("quality"):
+        _, clean, noisy = problem(report["config"]["quality_size"])
+        noisy_psnr = psnr(noisy, clean)
+        lines += ["", f"Numerical check: PSNR (dB) against the clean crop after "
+                  f"{report['config']['quality_steps']} steps of the same fit at "
+                  f"{report['config']['quality_size']} px (the noisy observation: "
+                  f"{noisy_psnr:.2f} dB). Different initial weights and summation orders make "
+                  "runs differ by a few tenths of a dB; a broken variant shows as a large gap.",
+                  "", "| variant | PSNR (dB) | median ms per step |", "|---|---|---|"]
+        for r in report["quality"]:
+            lines.append(f"| {r['variant']} | " + ("failed | - |" if "error" in r else
+                         f"{r['psnr']:.2f} | {r['median_ms']:.0f} |"))
+    errors = [r for r in report["results"] + report.get("quality", []) if "error" in r]
+    if errors:
+        lines += ["", "Failures:"] + [f"- {r['variant']} at {r['size']} px: {r['error']}"
+                                      for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+def run_driver(args) -> None:
+    if len(args.steps) not in (1, len(args.sizes)):
+        raise SystemExit("--steps takes one count or one per size")
+    steps = args.steps * len(args.sizes) if len(args.steps) == 1 else args.steps
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_before": os.getloadavg()[0],
+              "machine": machine(),
+              "config": {"sizes": args.sizes, "steps": steps, "warmup": args.warmup,
+                         "threads": args.threads, "variants": args.variants},
+              "results": []}
+    print(f"load average {report['load_before']:.2f}", flush=True)
+    for size, count in zip(args.sizes, steps):
+        for name in args.variants:
+            report["results"].append(measure(name, size, count, args))
+    if args.quality_steps:
+        print(f"quality: {args.quality_steps} steps at {args.quality_size} px", flush=True)
+        report["config"].update(quality_steps=args.quality_steps, quality_size=args.quality_size)
+        report["quality"] = [measure(name, args.quality_size, args.quality_steps, args)
+                             for name in args.quality_variants]
+    report["load_after"] = os.getloadavg()[0]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "speed.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--steps", type=int, nargs="+", default=[20, 20, 10],
+                        help="timed steps, one count or one per size")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--quality-steps", type=int, default=500,
+                        help="also fit this many steps per quality variant and report the PSNR "
+                             "against the clean crop (0: skip)")
+    parser.add_argument("--quality-size", type=int, default=64)
+    parser.add_argument("--quality-variants", nargs="+", choices=list(VARIANTS),
+                        default=["tfdip", "tfdip_xla", "tfdip_bf16", "tfdip_no_onednn", "torch"])
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+    else:
+        run_driver(args)
+
+
+if __name__ == "__main__":
+    main()

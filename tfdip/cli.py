@@ -55,6 +55,13 @@ def _quiet_runtime() -> None:
 
 
 # ---------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -83,11 +90,16 @@ def _add_restoration_options(parser):
     parser.add_argument("--std-out", help="colour-mapped posterior std map (.png)")
     parser.add_argument("--std-npy", help="posterior std as a float .npy (H, W, C)")
     parser.add_argument("--logdir", help="TensorBoard log folder")
+    parser.add_argument("--export", help="write a TF SavedModel of the result into this folder")
+    parser.add_argument("--checkpoint-dir", help="save the run's state here as it goes")
+    parser.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in --checkpoint-dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfdip", description="Bayesian Deep Image Prior restoration with uncertainty maps.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -157,12 +169,22 @@ def _sigma01(sigma_255: float) -> float:
     return sigma_255 / 255.0
 
 
-def _check_outputs(*paths):
+def _check_outputs(images=(), report=None, npy=None, folder=None):
+    """Fail before any work if an output cannot be written (missing folder, bad extension)."""
     from tfdip import io
+    from tfdip.errors import TfdipError
 
-    for path in paths:
+    for path in images:
         if path:
-            io.check_output_path(path)
+            io.check_output_path(path, io.IMAGE_FORMATS)
+    if report:
+        io.check_output_path(report, (".json",))
+    if npy:
+        io.check_output_path(npy, (".npy",))
+    if folder:
+        parent = os.path.dirname(os.path.abspath(folder))
+        if not os.path.isdir(parent):
+            raise TfdipError(f"folder {parent} does not exist; create it or choose another path")
 
 
 def cmd_restore(args) -> int:
@@ -171,7 +193,8 @@ def cmd_restore(args) -> int:
     from tfdip.errors import TfdipError
     from tfdip.restoration import restore
 
-    _check_outputs(args.out, args.report, args.std_out, args.std_npy)
+    _check_outputs(images=(args.out, args.std_out), report=args.report, npy=args.std_npy,
+                   folder=args.export)
     if args.std_out or args.std_npy:
         if args.method == "sgd":
             raise TfdipError("--method sgd gives no posterior std; use --method paper, sgld or psgld")
@@ -206,6 +229,8 @@ def cmd_restore(args) -> int:
             from tfdip.viz import colormap
 
             io.write_image(args.std_out, colormap(result.std))
+    if args.export:
+        result.models[0].export(args.export)
     report = _report(args, result, observed, phys, reference, metrics)
     if args.report:
         io.write_json(args.report, report)
@@ -235,7 +260,8 @@ def _run_restore(restore, pixels, phys, args, reference, callbacks):
     return restore(pixels, phys, method=args.method, iterations=recipe.iterations,
                    learning_rate=args.lr, net="skip", net_options=net_options,
                    reference=reference, seed=args.seed, burn_in=args.burn_in, thin=args.thin,
-                   chains=args.chains, callbacks=callbacks)
+                   chains=args.chains, callbacks=callbacks, checkpoint_dir=args.checkpoint_dir,
+                   checkpoint_every=args.checkpoint_every, resume=args.resume)
 
 
 def _report(args, result, observed, phys, reference, metrics) -> dict:
@@ -282,7 +308,7 @@ def cmd_corrupt(args) -> int:
     from tfdip import io, physics
     from tfdip.errors import TfdipError
 
-    _check_outputs(args.out, args.mask_out)
+    _check_outputs(images=(args.out, args.mask_out))
     clean = io.read_image(args.clean).pixels
     if not args.noise >= 0:
         raise TfdipError(f"--noise must be >= 0 (on the 0..255 scale), got {args.noise}")

@@ -3,7 +3,7 @@
 :class:`DeepImagePrior` owns a generator ``G`` (a ``keras.Model`` from :mod:`tfdip.nets`), its fixed
 random input ``z ~ U(0, 0.1)`` of shape (1, Hp, Wp, C_in), a physics object (forward operator ``A``
 and noise model) and the observation ``y``. ``Hp, Wp`` are the image size rounded up to the
-generator's size multiple (2^levels); the output is centre-cropped back to (H, W), so any image size
+generator's size multiple (2^levels) and at least its minimum size; the output is centre-cropped back to (H, W), so any image size
 works and the padded border is left free.
 
 One training step (inside ``tf.function``), at step t with weights w_t:
@@ -54,6 +54,7 @@ class DeepImagePrior(keras.Model):
             ``image_shape``, ``sigma``).
         observation: the observation y, array (h, w, C) in [0, 1].
         size_multiple: the generator's input size must be a multiple of this (2^levels).
+        min_size: the generator's smallest input height and width.
         input_noise_std: std of the per-step input jitter (DIP: 1/30 denoising, 0.03 otherwise).
         likelihood: ``"mse"`` or ``"gaussian"`` (see the module docstring).
         likelihood_sigma: noise std for ``"gaussian"``; default the physics' sigma.
@@ -67,7 +68,8 @@ class DeepImagePrior(keras.Model):
         seed: seeds z, the jitter and the traced pixel subset.
     """
 
-    def __init__(self, generator, physics, observation, *, size_multiple=1, input_channels=None,
+    def __init__(self, generator, physics, observation, *, size_multiple=1, min_size=1,
+                 input_channels=None,
                  input_noise_std=0.0, likelihood="mse", likelihood_sigma=None, ema_decay=0.99,
                  rollback_db=5.0, reference=None, burn_in=None, thin=1, trace_pixels=256,
                  max_samples=512, seed=0, **kwargs):
@@ -99,7 +101,8 @@ class DeepImagePrior(keras.Model):
 
         self.image_shape = tuple(int(s) for s in physics.image_shape(observation.shape))
         height, width, channels = self.image_shape
-        self.padded_shape = (padded_size(height, size_multiple), padded_size(width, size_multiple))
+        self.padded_shape = (padded_size(max(height, min_size), size_multiple),
+                             padded_size(max(width, min_size), size_multiple))
         self.crop_offset = ((self.padded_shape[0] - height) // 2, (self.padded_shape[1] - width) // 2)
         in_channels = input_channels or generator.input_shape[-1]
 
@@ -256,6 +259,12 @@ class DeepImagePrior(keras.Model):
         if which == "mean":
             return self.moments.mean.numpy()
         raise TfdipError(f"unknown restoration {which!r}; use 'last', 'ema' or 'mean'")
+
+    def export(self, directory, overwrite=False):
+        """Write a self-contained TF SavedModel of this restoration (see :mod:`tfdip.export`)."""
+        from tfdip.export import export_dip
+
+        return export_dip(self, directory, overwrite=overwrite)
 
     def checkpoint(self):
         """A ``tf.train.Checkpoint`` holding every piece of state of a run (weights, optimizer and

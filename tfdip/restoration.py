@@ -8,12 +8,15 @@ the last iterate, sampling diagnostics and timings.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfdip import nets
+from tfdip.callbacks import CheckpointEvery
 from tfdip.dip import DeepImagePrior
 from tfdip.errors import TfdipError
 from tfdip.inference import RunningMoments, chain_diagnostics, combine
@@ -87,7 +90,7 @@ def make_dip(observation, physics, recipe, *, net="skip", net_options=None, refe
     observation = np.asarray(observation, np.float32)
     spec, generator = build_generator(net, observation.shape[-1], net_options, seed)
     dip = DeepImagePrior(
-        generator, physics, observation, size_multiple=spec.size_multiple,
+        generator, physics, observation, size_multiple=spec.size_multiple, min_size=spec.min_size,
         input_noise_std=recipe.input_noise_std, likelihood=recipe.likelihood,
         likelihood_sigma=recipe.likelihood_sigma, ema_decay=recipe.ema_decay,
         rollback_db=recipe.rollback_db, reference=reference, burn_in=recipe.burn_in,
@@ -107,12 +110,17 @@ def _expected_samples(recipe) -> int:
 def restore(observation, physics, *, method="sgd", iterations=None, learning_rate=None,
             net="skip", net_options=None, reference=None, seed=0, burn_in=None, thin=None,
             chains=1, input_noise_std=None, log_every=None, callbacks=None, verbose=0,
+            checkpoint_dir=None, checkpoint_every=None, resume=False,
             check_resources=True) -> Restoration:
     """Restore ``observation`` (h, w, C) degraded by ``physics`` with ``method``.
 
     ``chains`` independent runs (seeds ``seed``, ``seed + 1``, ...) are pooled: their posterior
     moments are combined (Chan et al.) and their traces give R-hat. ``callbacks`` are Keras
     callbacks (or a function ``chain -> list of callbacks``) passed to every chain's ``fit``.
+
+    With ``checkpoint_dir``, each chain saves its whole state every ``checkpoint_every`` steps
+    (into ``checkpoint_dir/chain<k>``); ``resume=True`` continues from the newest checkpoints, and
+    gives the same result as an uninterrupted run with the same seed.
     """
     if chains < 1:
         raise TfdipError(f"chains must be at least 1, got {chains}")
@@ -124,6 +132,14 @@ def restore(observation, physics, *, method="sgd", iterations=None, learning_rat
 
         return restore_mcmc(observation, physics, recipe, net=net, net_options=net_options,
                             seed=seed, chains=chains)
+    log_every = log_every or _log_every(recipe.iterations)
+    if checkpoint_dir is not None:
+        checkpoint_every = checkpoint_every or max(log_every, recipe.iterations // 10)
+        if checkpoint_every % log_every:
+            raise TfdipError(f"checkpoint_every ({checkpoint_every}) must be a multiple of "
+                             f"log_every ({log_every})")
+    elif resume:
+        raise TfdipError("resume needs the checkpoint folder of the run")
     start = time.perf_counter()
     models, histories, timers = [], [], []
     for chain in range(chains):
@@ -131,12 +147,35 @@ def restore(observation, physics, *, method="sgd", iterations=None, learning_rat
                        reference=reference, seed=seed + chain, check_resources=check_resources)
         timer = StepTimer()
         extra = callbacks(chain) if callable(callbacks) else list(callbacks or [])
-        history = dip.fit(recipe.iterations, log_every=log_every or _log_every(recipe.iterations),
-                          callbacks=[timer, *extra], verbose=verbose)
+        if checkpoint_dir is not None:
+            folder = os.path.join(checkpoint_dir, f"chain{chain}")
+            if resume:
+                _resume(dip, folder)
+            extra.append(CheckpointEvery(folder, checkpoint_every))
+        remaining = recipe.iterations - int(dip.step.numpy())
+        history = dip.fit(remaining, log_every=log_every, callbacks=[timer, *extra],
+                          verbose=verbose) if remaining > 0 else _no_history()
         models.append(dip)
         histories.append(history.history)
         timers.append(timer)
     return _summarise(models, recipe, histories, timers, seed, time.perf_counter() - start)
+
+
+def _resume(dip, folder: str) -> None:
+    """Load the newest checkpoint of ``folder`` into ``dip`` (a fresh model of the same run)."""
+    latest = tf.train.latest_checkpoint(folder)
+    if latest is None:
+        raise TfdipError(f"no checkpoint to resume from in {folder}; run without resume first")
+    dip._build_optimizer()
+    try:
+        dip.checkpoint().restore(latest).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise TfdipError(f"the checkpoint in {folder} does not belong to this run "
+                         f"(other image, net or method): {str(error).splitlines()[0]}")
+
+
+def _no_history():
+    return keras.callbacks.History()
 
 
 def _log_every(iterations: int) -> int:

@@ -104,6 +104,13 @@ class SkipSpec:
         """Input height and width must be multiples of this (2 ** levels)."""
         return 2 ** self.levels
 
+    @property
+    def min_size(self) -> int:
+        """Smallest input height / width: reflection padding of the deepest level's convolutions
+        needs at least 2 pixels there, i.e. 2 ** (levels + 1) at the input."""
+        needs_two = self.pad == "reflection" and max(self.filter_size_down, self.filter_size_up) > 1
+        return self.size_multiple * (2 if needs_two else 1)
+
     def build(self, name: str = "skip"):
         from tfdip.nets.skip import build_skip
 
@@ -142,6 +149,11 @@ class ConvStackSpec:
     @property
     def size_multiple(self) -> int:
         return 1
+
+    @property
+    def min_size(self) -> int:
+        """Reflection padding of (k - 1) / 2 needs more than (k - 1) / 2 pixels."""
+        return (self.filter_size - 1) // 2 + 1
 
     def build(self, name: str = "conv_stack"):
         from tfdip.nets.conv_stack import build_conv_stack

@@ -1,0 +1,148 @@
+"""The tfdip command line: round trips, reports, pass-through of alpha / bit depth, bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from tfdip import io, metrics
+from tfdip.cli import main
+
+TINY = ["--channels", "8"]
+
+
+@pytest.fixture
+def clean_png(tmp_path):
+    face = data.astronaut()[20:220, 120:320]
+    path = tmp_path / "clean.png"
+    Image.fromarray(face).resize((40, 32), Image.LANCZOS).save(path)
+    return path
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_corrupt_then_denoise_round_trip_with_report_and_std(tmp_path, clean_png, capsys):
+    noisy = tmp_path / "noisy.npy"
+    assert run("corrupt", clean_png, "-o", noisy, "--noise", 25, "--seed", 3) == 0
+    observation = np.load(noisy)
+    clean = io.read_image(clean_png).pixels
+    assert observation.shape == clean.shape and observation.dtype == np.float32
+    assert np.std(observation - clean) == pytest.approx(25 / 255, rel=0.15)  # clipped noise
+
+    out, report, std_png, std_npy = (tmp_path / n for n in ("out.png", "r.json", "s.png", "s.npy"))
+    code = run("denoise", noisy, "--sigma", 25, "-o", out, "--method", "paper", "--iterations", 30,
+               "--burn-in", 10, "--thin", 2, "--reference", clean_png, "--report", report,
+               "--std-out", std_png, "--std-npy", std_npy, "--quiet", *TINY)
+    assert code == 0
+    restored = io.read_image(out).pixels
+    assert restored.shape == clean.shape
+    fields = json.loads(report.read_text())
+    for key in ("task", "method", "iterations", "seconds", "seconds_per_iteration", "psnr", "ssim",
+                "psnr_observed", "image_shape", "seed", "tfdip_version", "samples", "psnr_last",
+                "ess_min", "calibration"):
+        assert key in fields, key
+    assert fields["samples"] == 10
+    assert fields["psnr_observed"] == pytest.approx(metrics.psnr(observation, clean), abs=1e-6)
+    assert fields["psnr"] == pytest.approx(metrics.psnr(restored, clean), abs=0.05)  # 8-bit file
+    std = np.load(std_npy)
+    assert std.shape == clean.shape and np.all(std >= 0) and std.max() > 0
+    assert io.read_image(std_png).pixels.shape == clean.shape
+    assert "PSNR" in capsys.readouterr().out
+
+
+def test_inpaint_gray_16_bit_keeps_bit_depth(tmp_path):
+    rng = np.random.default_rng(0)
+    gray = (np.linspace(0, 65535, 32 * 32).reshape(32, 32)).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "clean16.png")
+    mask_path, obs = tmp_path / "mask.png", tmp_path / "obs.png"
+    assert run("corrupt", tmp_path / "clean16.png", "-o", obs, "--drop", 0.5, "--seed", 1,
+               "--mask-out", mask_path) == 0
+    mask = io.read_mask(mask_path, (32, 32))
+    assert 0.35 < mask.mean() < 0.65
+    out = tmp_path / "out.png"
+    assert run("inpaint", tmp_path / "obs.png", "--mask", mask_path, "-o", out, "--iterations", 4,
+               "--quiet", *TINY) == 0
+    del rng
+    image = io.read_image(out)
+    assert image.pixels.shape == (32, 32, 1)
+    assert image.bit_depth == io.read_image(obs).bit_depth
+
+
+def test_superres_passes_alpha_through(tmp_path, clean_png):
+    rgb = np.asarray(Image.open(clean_png))
+    alpha = np.full(rgb.shape[:2] + (1,), 200, np.uint8)
+    Image.fromarray(np.concatenate([rgb, alpha], axis=-1), "RGBA").save(tmp_path / "rgba.png")
+    low = tmp_path / "low.png"
+    assert run("corrupt", tmp_path / "rgba.png", "-o", low, "--downscale", 2) == 0
+    assert io.read_image(low).pixels.shape == (16, 20, 3)
+    Image.fromarray(np.concatenate(
+        [np.asarray(Image.open(low)), np.full((16, 20, 1), 200, np.uint8)], -1), "RGBA").save(
+        tmp_path / "low_rgba.png")
+    out = tmp_path / "sr.png"
+    assert run("superres", tmp_path / "low_rgba.png", "--factor", 2, "-o", out, "--iterations", 4,
+               "--quiet", *TINY) == 0
+    result = io.read_image(out)
+    assert result.pixels.shape == (32, 40, 3)
+    np.testing.assert_allclose(result.alpha, 200 / 255, atol=1 / 255)
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, clean_png):
+    (tmp_path / "text.png").write_text("not an image")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "pixel.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small_mask.png")
+    Image.fromarray(np.zeros((32, 40), np.uint8)).save(tmp_path / "empty_mask.png")
+    nan = np.full((32, 40, 3), 0.5, np.float32)
+    nan[3, 4, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["denoise", "{d}/missing.png", "--sigma", "25", "-o", "{d}/o.png"], "missing.png"),
+    (["denoise", "{d}/text.png", "--sigma", "25", "-o", "{d}/o.png"], "image"),
+    (["denoise", "{d}/pixel.png", "--sigma", "25", "-o", "{d}/o.png"], "1x1"),
+    (["inpaint", "{d}/clean.png", "--mask", "{d}/small_mask.png", "-o", "{d}/o.png"], "mask"),
+    (["inpaint", "{d}/clean.png", "--mask", "{d}/empty_mask.png", "-o", "{d}/o.png"], "known"),
+    (["denoise", "{d}/nan.npy", "--sigma", "25", "-o", "{d}/o.png"], "NaN"),
+    (["denoise", "{d}/clean.png", "--sigma", "-5", "-o", "{d}/o.png"], "sigma"),
+    (["denoise", "{d}/clean.png", "--sigma", "25", "-o", "{d}/nowhere/o.png"], "does not exist"),
+    (["denoise", "{d}/clean.png", "--sigma", "25", "-o", "{d}/o.txt"], "extension"),
+    (["superres", "{d}/clean.png", "--factor", "1", "-o", "{d}/o.png"], "factor"),
+    (["corrupt", "{d}/clean.png", "-o", "{d}/o.png", "--drop", "1.5"], "drop"),
+    (["denoise", "{d}/clean.png", "--sigma", "25", "-o", "{d}/o.png", "--method", "sgd",
+      "--std-out", "{d}/s.png"], "std"),
+])
+def test_bad_input_gives_one_line_and_exit_2(bad_inputs, argv, word, capsys):
+    argv = [a.format(d=bad_inputs) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tfdip: error:") and "\n" not in err, err
+    assert word.lower() in err.lower(), err
+    assert not (bad_inputs / "o.png").exists()
+
+
+def test_zero_iterations_is_refused_in_one_line(clean_png):
+    result = subprocess.run(
+        [sys.executable, "-m", "tfdip.cli", "denoise", str(clean_png), "--sigma", "25", "-o",
+         str(clean_png.parent / "o.png"), "--iterations", "0"],
+        capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "iterations" in result.stderr
+
+
+def test_terminal_stays_clean(tmp_path, clean_png):
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "tfdip.cli", "corrupt", str(clean_png), "-o",
+         str(tmp_path / "n.png"), "--noise", "10"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.startswith("wrote")

@@ -5,9 +5,11 @@ import scipy.stats
 import tensorflow_probability as tfp
 
 from tfdip.errors import TfdipError
-from tfdip.gp import GPPrior, fit_prior, gp_posterior, gp_restore, pixel_coordinates
-from tfdip.gp.prior import JITTER
+from tfdip.gp import DIP_KERNEL_SPEC, GPPrior, fit_prior, gp_posterior, gp_restore, pixel_coordinates
+from tfdip.gp.prior import JITTER, resolve_kernel
+from tfdip.kernels import DIPKernel, kernel_of
 from tfdip.metrics import psnr
+from tfdip.nets.spec import ConvStackSpec, SkipSpec
 
 tfpk = tfp.math.psd_kernels
 
@@ -92,6 +94,39 @@ def test_given_kernel_is_scaled_by_amplitude_squared():
                                                   x, 0.0, np.zeros(1))
     np.testing.assert_allclose(mean, expected_mean, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(std, expected_std, rtol=1e-5, atol=1e-7)
+
+
+def test_dip_kernel_posterior_matches_numpy_solve():
+    """Noise-free zero-mean GP with the analytic kernel of a skip net, against K_*^T K^-1 y."""
+    spec = SkipSpec(channels_down=(16, 16), channels_up=(16, 16), channels_skip=(4, 4),
+                    output_channels=1, init="gaussian")
+    image, known = smooth_image(8, seed=13), random_mask(8, seed=14)
+    x = pixel_coordinates(8, 8)
+    covariance = kernel_of(spec)(x[None, :, :] - x[:, None, :]).numpy()
+
+    def kernel(a, b):
+        rows = [np.flatnonzero((x == point).all(1))[0] for point in a]
+        columns = [np.flatnonzero((x == point).all(1))[0] for point in b]
+        return covariance[np.ix_(rows, columns)]
+
+    result = gp_restore(image * known, known, kernel=spec, fit=False, mean="zero")
+    expected_mean, expected_std = numpy_posterior(kernel, x[known.ravel()],
+                                                  image[known][None].astype(float), x, 0.0,
+                                                  np.zeros(1))
+    assert result.kernel_name == "dip"
+    np.testing.assert_allclose(result.mean[~known],
+                               np.clip(expected_mean.reshape(8, 8)[~known], 0, 1), atol=1e-5)
+    np.testing.assert_allclose(result.std, expected_std.reshape(8, 8), rtol=1e-5, atol=1e-7)
+
+
+def test_kernel_names_and_descriptions_resolve():
+    assert resolve_kernel("rbf") == "rbf"
+    dip = resolve_kernel("dip")
+    assert isinstance(dip, DIPKernel) and dip.spec == DIP_KERNEL_SPEC and dip.name == "dip"
+    stack = ConvStackSpec(channels=8, depth=2)
+    assert resolve_kernel(stack).spec == stack
+    base = tfpk.MaternOneHalf(np.float64(1.0), np.float64(1.0))
+    assert resolve_kernel(base) is base
 
 
 def test_denoising_restores_the_posterior_mean_everywhere():

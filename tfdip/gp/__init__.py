@@ -9,10 +9,11 @@ mean, noise), :mod:`~tfdip.gp.fit` (marginal-likelihood fit), :mod:`~tfdip.gp.de
 posterior and :func:`gp_restore`).
 """
 from tfdip.gp.data import MAX_DENSE_PIXELS, PixelData, pixel_coordinates, pixel_data
-from tfdip.gp.dense import GPResult, gp_posterior, gp_restore, resolve_kernel
+from tfdip.gp.dense import GPResult, gp_posterior, gp_restore
 from tfdip.gp.fit import FitSummary, fit_prior
-from tfdip.gp.prior import HYPERPARAMETERS, STATIONARY_KERNELS, GPPrior
+from tfdip.gp.prior import (DIP_KERNEL_SPEC, HYPERPARAMETERS, KERNEL_NAMES, STATIONARY_KERNELS,
+                            GPPrior, resolve_kernel)
 
-__all__ = ["FitSummary", "GPPrior", "GPResult", "HYPERPARAMETERS", "MAX_DENSE_PIXELS", "PixelData",
-           "STATIONARY_KERNELS", "fit_prior", "gp_posterior", "gp_restore", "pixel_coordinates",
-           "pixel_data", "resolve_kernel"]
+__all__ = ["DIP_KERNEL_SPEC", "FitSummary", "GPPrior", "GPResult", "HYPERPARAMETERS", "KERNEL_NAMES",
+           "MAX_DENSE_PIXELS", "PixelData", "STATIONARY_KERNELS", "fit_prior", "gp_posterior",
+           "gp_restore", "pixel_coordinates", "pixel_data", "resolve_kernel"]

@@ -24,7 +24,7 @@ import tensorflow_probability as tfp
 from tfdip.errors import TfdipError
 from tfdip.gp.data import PixelData, pixel_data
 from tfdip.gp.fit import FitSummary, fit_prior
-from tfdip.gp.prior import DTYPE, GPPrior, cholesky_with_jitter, kernel_name
+from tfdip.gp.prior import DTYPE, GPPrior, cholesky_with_jitter, resolve_kernel
 
 tfd = tfp.distributions
 tfpk = tfp.math.psd_kernels
@@ -45,7 +45,8 @@ class GPResult:
         known pixels keep their observed values), float32, shaped like the observation.
       std: the posterior standard deviation of the clean image per pixel, float32 ``(H, W)``
         (the same for every channel).
-      kernel_name: ``"rbf"``, ``"matern52"``, ``"dip"`` or the given kernel's name.
+      kernel_name: the kernel's name (``"rbf"``, ..., ``"dip"`` for DIP kernels) or the given
+        kernel's ``name``.
       hyperparameters: the hyper-parameters used (see :mod:`tfdip.gp.prior`): ``amplitude``,
         ``length_scale`` (named kernels), ``noise_variance`` and ``mean`` (one per channel, absent
         for a zero-mean prior).
@@ -95,12 +96,6 @@ def gp_posterior(prior: GPPrior, observed_points, observed_values, points):
     return (model.mean() + prior_mean).numpy(), model.stddev().numpy()
 
 
-def resolve_kernel(kernel) -> Union[str, tfpk.PositiveSemidefiniteKernel]:
-    """A kernel name of :data:`~tfdip.gp.prior.STATIONARY_KERNELS` or a float64 psd kernel, checked."""
-    kernel_name(kernel)
-    return kernel
-
-
 def _starting_values(data: PixelData, kernel, mean: str, fit: bool) -> Dict[str, object]:
     """Hyper-parameters from the data: the observed mean and spread, a length scale of 2 pixels.
 
@@ -147,8 +142,9 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
         that share the kernel and noise variance, each with its own constant mean.
       mask: known pixels, or None when every pixel is observed.
       sigma: noise std of the observed values (images in [0, 1]), or None.
-      kernel: ``"rbf"``, ``"matern52"`` or a float64 ``tfp.math.psd_kernels`` kernel over
-        ``(row, column)`` pixel coordinates.
+      kernel: a name (``"rbf"``, ``"matern12"``, ``"matern32"``, ``"matern52"``, ``"dip"``), an
+        architecture description (its analytic DIP kernel) or a float64 ``tfp.math.psd_kernels``
+        kernel over ``(row, column)`` pixel coordinates (see :func:`tfdip.gp.prior.resolve_kernel`).
       fit: fit the hyper-parameters by maximising the log marginal likelihood (amplitude, length
         scale, mean, the noise variance unless ``sigma`` fixes it, and a given kernel's own
         trainable variables); otherwise use the starting values.

@@ -11,9 +11,15 @@ Hyper-parameters (names used everywhere in :mod:`tfdip.gp`):
 
 - ``amplitude``: the output standard deviation ``a`` (TFP's convention; ``a^2`` is GPyTorch's
   "outputscale"). For ``"rbf"`` ``k(x, x') = a^2 exp(-|x - x'|^2 / (2 l^2))``; for ``"matern52"``
-  ``k = a^2 (1 + sqrt(5) d / l + 5 d^2 / (3 l^2)) exp(-sqrt(5) d / l)``, ``d = |x - x'|``; any other
-  kernel ``k0`` becomes ``a^2 k0`` (``a = 1``: the kernel as given).
-- ``length_scale``: ``l`` in pixels (``"rbf"`` and ``"matern52"`` only).
+  ``k = a^2 (1 + sqrt(5) d / l + 5 d^2 / (3 l^2)) exp(-sqrt(5) d / l)``, ``d = |x - x'|`` (and
+  ``"matern12"``, ``"matern32"`` likewise); any other kernel ``k0`` (the DIP kernel among them)
+  becomes ``a^2 k0`` (``a = 1``: the kernel as given).
+- ``length_scale``: ``l`` in pixels (the named stationary kernels only).
+
+Kernels (:func:`resolve_kernel`): a name of :data:`STATIONARY_KERNELS`; ``"dip"``, the analytic
+kernel (:class:`tfdip.kernels.DIPKernel`) of :data:`DIP_KERNEL_SPEC`, the paper's GP-experiment net;
+an architecture description (``SkipSpec`` / ``ConvStackSpec``), its analytic kernel; or any float64
+``tfp.math.psd_kernels`` kernel over ``(row, column)`` points.
 - ``noise_variance``: ``s^2``.
 - ``mean``: ``m_c``, one value per channel (absent for a zero-mean prior).
 
@@ -30,6 +36,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfdip.errors import TfdipError
+from tfdip.kernels import DIPKernel
+from tfdip.kernels.psd import BASELINES
+from tfdip.nets.spec import ConvStackSpec, SkipSpec
 
 tfd = tfp.distributions
 tfpk = tfp.math.psd_kernels
@@ -37,10 +46,12 @@ tfpk = tfp.math.psd_kernels
 DTYPE = tf.float64
 JITTER = 1e-6
 """Added to the diagonal of ``K + s^2 I`` before its Cholesky factorisation."""
-STATIONARY_KERNELS = {
-    "rbf": tfpk.ExponentiatedQuadratic,
-    "matern52": tfpk.MaternFiveHalves,
-}
+STATIONARY_KERNELS = BASELINES
+"""Name -> TFP kernel class (``amplitude``, ``length_scale``): rbf, matern12, matern32, matern52."""
+DIP_KERNEL_SPEC = SkipSpec(channels_down=(1024, 1024), channels_up=(1024, 1024),
+                           channels_skip=(4, 4), output_channels=1, init="gaussian")
+"""The 2-level skip net of 1024 channels whose kernel the paper's GP experiment estimated."""
+KERNEL_NAMES = tuple(STATIONARY_KERNELS) + ("dip",)
 HYPERPARAMETERS = ("amplitude", "length_scale", "noise_variance", "mean")
 
 
@@ -49,24 +60,31 @@ def cholesky_with_jitter(matrix):
     return tf.linalg.cholesky(tf.linalg.set_diag(matrix, tf.linalg.diag_part(matrix) + JITTER))
 
 
-def kernel_name(kernel) -> str:
-    """The name of a usable kernel: a key of :data:`STATIONARY_KERNELS` or a float64 psd kernel.
+def resolve_kernel(kernel) -> Union[str, tfpk.PositiveSemidefiniteKernel]:
+    """A stationary kernel's name, or a float64-capable psd kernel (see the module docstring).
+
+    ``"dip"`` and architecture descriptions become a :class:`~tfdip.kernels.DIPKernel` named
+    ``"dip"``; names of :data:`STATIONARY_KERNELS` and kernels are returned as they are.
 
     Raises:
-      TfdipError: for an unknown name, another type or a kernel that is not float64.
+      TfdipError: for an unknown name, another type or a kernel whose parameters are not float64.
     """
     if isinstance(kernel, str):
+        if kernel == "dip":
+            return DIPKernel(DIP_KERNEL_SPEC, name="dip")
         if kernel not in STATIONARY_KERNELS:
-            raise TfdipError(f"unknown kernel {kernel!r}; use one of "
-                             f"{', '.join(STATIONARY_KERNELS)} or a psd_kernels kernel")
+            raise TfdipError(f"unknown kernel {kernel!r}; use one of {', '.join(KERNEL_NAMES)}, "
+                             f"an architecture description or a psd_kernels kernel")
         return kernel
+    if isinstance(kernel, (SkipSpec, ConvStackSpec)):
+        return DIPKernel(kernel, name="dip")
     if not isinstance(kernel, tfpk.PositiveSemidefiniteKernel):
-        raise TfdipError(f"kernel must be a name ({', '.join(STATIONARY_KERNELS)}) or a "
-                         f"psd_kernels kernel, got {type(kernel).__name__}")
+        raise TfdipError(f"kernel must be a name ({', '.join(KERNEL_NAMES)}), an architecture "
+                         f"description or a psd_kernels kernel, got {type(kernel).__name__}")
     if kernel.dtype not in (None, DTYPE):
         raise TfdipError(f"the {kernel.name} kernel is {tf.as_dtype(kernel.dtype).name}; GP "
                          f"restoration works in float64: build the kernel with float64 parameters")
-    return kernel.name
+    return kernel
 
 
 def _hyperparameter(name: str, value, trainable: bool):
@@ -87,8 +105,8 @@ class GPPrior(tf.Module):
     """Kernel, per-channel constant mean and noise variance of an image GP (see the module docstring).
 
     Args:
-      kernel: ``"rbf"``, ``"matern52"`` or a float64 ``tfp.math.psd_kernels`` kernel over
-        ``(row, column)`` points (its own trainable variables are fitted with the rest).
+      kernel: see :func:`resolve_kernel` (a given kernel's own trainable variables are fitted
+        with the rest).
       values: initial (or, if not trainable, fixed) hyper-parameters, keyed by the names in the
         module docstring. ``amplitude`` defaults to 1, ``noise_variance`` to 0; ``length_scale``
         is required for the named kernels and refused for others; ``mean`` (a number or one per
@@ -106,7 +124,8 @@ class GPPrior(tf.Module):
         missing = set(trainable) - set(values)
         if missing:
             raise TfdipError(f"hyper-parameter(s) {sorted(missing)} to fit need a starting value")
-        self.kernel_name = kernel_name(kernel)
+        kernel = resolve_kernel(kernel)
+        self.kernel_name = kernel if isinstance(kernel, str) else kernel.name
         self._base_kernel = None if isinstance(kernel, str) else kernel
         if self._base_kernel is None and "length_scale" not in values:
             raise TfdipError(f"the {kernel!r} kernel needs a length_scale")

@@ -332,6 +332,16 @@ def test_keras_file_round_trip(tmp_path, make):
     assert loaded.count_params() == net.count_params()
 
 
+def test_savedmodel_export_serves_variable_sizes(tmp_path):
+    seeded(10)
+    net = SkipSpec(**SMALL).build()
+    net.export(str(tmp_path / "saved"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    for height, width in [(16, 16), (24, 40)]:
+        z = code((1, height, width, 32), seed=height)
+        np.testing.assert_allclose(served.serve(z).numpy(), net(z).numpy(), atol=1e-6)
+
+
 # ---------------------------------------------------------------- registry and errors
 
 def test_registry_builds_and_describes():
@@ -360,3 +370,4 @@ def test_bad_requests_raise_tfdip_error(call):
     with pytest.raises(TfdipError) as error:
         call()
     assert "\n" not in str(error.value)
+

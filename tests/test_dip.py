@@ -179,3 +179,18 @@ def test_memory_check_refuses_an_image_too_large_for_the_machine(monkeypatch):
     observation = np.zeros((256, 256, 3), np.float32)
     with pytest.raises(TfdipError, match="GiB"):
         make_dip(observation, Denoising(0.1), make_recipe("sgd", "denoising"))
+
+
+@pytest.mark.parametrize("method", ["mala", "ula"])
+def test_mcmc_methods_restore_through_the_same_api(method):
+    clean = astronaut(16)
+    physics = Denoising(0.1)
+    noisy = physics.simulate(clean, seed=0)
+    result = restore(noisy, physics, method=method, iterations=12, burn_in=4, thin=2, chains=2,
+                     learning_rate=1e-6, net="conv_stack",
+                     net_options=dict(channels=8, depth=1, output_channels=3))
+    assert result.image.shape == clean.shape and result.std.shape == clean.shape
+    assert result.samples == 2 * 4
+    assert result.diagnostics["rhat_max"] is not None
+    if method == "mala":
+        assert 0.0 <= result.diagnostics["accept_rate"] <= 1.0

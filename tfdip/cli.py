@@ -195,9 +195,11 @@ def cmd_restore(args) -> int:
 
     _check_outputs(images=(args.out, args.std_out), report=args.report, npy=args.std_npy,
                    folder=args.export)
-    if args.std_out or args.std_npy:
-        if args.method == "sgd":
-            raise TfdipError("--method sgd gives no posterior std; use --method paper, sgld or psgld")
+    if (args.std_out or args.std_npy) and args.method == "sgd":
+        raise TfdipError("--method sgd gives no posterior std; use --method paper, sgld or psgld")
+    if (args.export or args.checkpoint_dir or args.logdir) and args.method in ("mala", "ula"):
+        raise TfdipError(f"--export, --checkpoint-dir and --logdir work with the optimizer methods "
+                         f"(sgd, paper, sgld, psgld), not with --method {args.method}")
     observed = io.read_image(args.observation)
     phys = _physics_for(args, observed.pixels.shape)
     reference = None

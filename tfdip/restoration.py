@@ -20,7 +20,7 @@ from tfdip.callbacks import CheckpointEvery
 from tfdip.dip import DeepImagePrior
 from tfdip.errors import TfdipError
 from tfdip.inference import RunningMoments, chain_diagnostics, combine
-from tfdip.recipes import MCMC_METHODS, make_recipe
+from tfdip.recipes import MCMC_METHODS, OPTIMIZER_METHODS, make_recipe
 from tfdip.resources import check_memory
 
 
@@ -86,7 +86,8 @@ def build_generator(net, output_channels: int, net_options=None, seed: int = 0):
 
 def make_dip(observation, physics, recipe, *, net="skip", net_options=None, reference=None,
              seed=0, check_resources=True) -> DeepImagePrior:
-    """A compiled :class:`DeepImagePrior` for ``recipe`` (see :mod:`tfdip.recipes`)."""
+    """A :class:`DeepImagePrior` for ``recipe`` (see :mod:`tfdip.recipes`), compiled with the
+    recipe's optimizer for the optimizer methods."""
     observation = np.asarray(observation, np.float32)
     spec, generator = build_generator(net, observation.shape[-1], net_options, seed)
     dip = DeepImagePrior(
@@ -97,7 +98,8 @@ def make_dip(observation, physics, recipe, *, net="skip", net_options=None, refe
         thin=recipe.thin, max_samples=_expected_samples(recipe), seed=seed)
     if check_resources:
         check_memory(generator, dip.z.shape, dip.image_shape)
-    dip.compile(optimizer=recipe.optimizer(seed=seed))
+    if recipe.method in OPTIMIZER_METHODS:
+        dip.compile(optimizer=recipe.optimizer(seed=seed))
     return dip
 
 

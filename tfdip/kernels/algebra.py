@@ -70,11 +70,25 @@ class Covariance(abc.ABC):
         """``K`` at ``offsets`` (shape ``[..., 2]``, float), at 0 and at infinity."""
 
     def __call__(self, offsets, example_ndims: int | None = None):
-        """``K(offsets)``; by default every axis of ``offsets`` but the last is an example axis."""
+        """``K(offsets)``; by default every axis of ``offsets`` but the last is an example axis.
+
+        Same values as :meth:`moments`, faster for many offsets: when they are all integers and
+        the window holding them is no larger than their number (pixel coordinates), ``K`` is
+        tabulated once on that window and gathered.
+        """
         offsets = as_offsets(offsets)
         if example_ndims is None:
             example_ndims = offsets.shape.rank - 1
-        return self.moments(offsets, example_ndims).value
+        lo, hi = lattice.window(offsets)
+        tabulate = tf.logical_and(
+            tf.reduce_all(tf.equal(offsets, tf.round(offsets))),
+            tf.reduce_prod(hi - lo + 1) <= tf.size(offsets) // 2)
+        return tf.cond(tabulate, lambda: self._tabulated(offsets, lo, hi, example_ndims),
+                       lambda: self.moments(offsets, example_ndims).value)
+
+    def _tabulated(self, offsets, lo, hi, example_ndims):
+        table = self.moments(lattice.window_grid(lo, hi, offsets.dtype), example_ndims=2).value
+        return lattice.gather(table, lo, offsets, example_ndims)
 
     def correlation(self, offsets, example_ndims: int | None = None):
         """``K(r) / K(0)``."""
@@ -259,10 +273,7 @@ class _LatticeFilter(Covariance):
     def moments(self, offsets, example_ndims):
         lo, hi = lattice.window(offsets)
         j_lo, j_hi = lattice.inner_window(lo, hi, self.upsample, self.taps, self.downsample)
-        rows = tf.range(j_lo[0], j_hi[0] + 1)
-        columns = tf.range(j_lo[1], j_hi[1] + 1)
-        grid = tf.cast(tf.stack(tf.meshgrid(rows, columns, indexing="ij"), axis=-1), offsets.dtype)
-        inner = self.inner.moments(grid, example_ndims=2)
+        inner = self.inner.moments(lattice.window_grid(j_lo, j_hi, offsets.dtype), example_ndims=2)
         table = lattice.filter_table(inner.value, j_lo, lo, hi, self.upsample, self.taps,
                                      self.downsample)
         # The inner K(infinity) carries the inner parameters' axes padded for 2 example axes.

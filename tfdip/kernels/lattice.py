@@ -18,8 +18,13 @@ import tensorflow as tf
 
 def offset_grid(radius: int, dtype=tf.float32):
     """Integer offsets ``[-radius, radius]^2`` as a float tensor of shape ``[2 radius + 1, 2 radius + 1, 2]``."""
-    steps = tf.range(-radius, radius + 1, dtype=dtype)
-    return tf.stack(tf.meshgrid(steps, steps, indexing="ij"), axis=-1)
+    return window_grid([-radius, -radius], [radius, radius], dtype)
+
+
+def window_grid(lo, hi, dtype):
+    """The integer offsets ``lo .. hi`` (int32 pairs) as a float grid of shape ``[rows, columns, 2]``."""
+    rows, columns = tf.range(lo[0], hi[0] + 1), tf.range(lo[1], hi[1] + 1)
+    return tf.cast(tf.stack(tf.meshgrid(rows, columns, indexing="ij"), axis=-1), dtype)
 
 
 def upsampling_filter(method: str, factor: int) -> np.ndarray:
@@ -71,7 +76,7 @@ def filter_table(table, j_lo, lo, hi, upsample: int, taps: np.ndarray, downsampl
     ``table`` holds the input offsets ``j_lo .. j_lo + size - 1`` on its last two axes (as
     :func:`inner_window` chose them); the result holds the output offsets ``lo .. hi``.
     """
-    for axis in (0, 1):
+    for axis in (1, 0):  # columns (the last axis), then rows (the last axis once transposed)
         table = tf.linalg.matrix_transpose(
             _filter_last_axis(table, j_lo[axis], lo[axis], hi[axis], upsample, taps, downsample))
     return table
@@ -94,23 +99,36 @@ def _filter_last_axis(table, j_lo, lo, hi, upsample, taps, downsample):
     return correlated[..., start:stop:downsample]
 
 
-def interpolate(table, lo, offsets, example_ndims: int):
-    """Bilinear interpolation of ``table`` (offsets from ``lo``) at real ``offsets`` of shape ``[..., 2]``.
+def _flat_index(table, rows, columns, example_ndims: int):
+    """Index into ``reshape(table, [-1])`` of table rows / columns (int32), per batch member."""
+    size = tf.shape(table)[-2:]
+    batch_shape = tf.shape(table)[:-2]
+    batch_index = tf.reshape(tf.range(tf.reduce_prod(batch_shape)),
+                             tf.concat([batch_shape, tf.ones([example_ndims], tf.int32)], axis=0))
+    return (batch_index * size[0] + rows) * size[1] + columns
+
+
+def gather(table, lo, offsets, example_ndims: int):
+    """``table`` (offsets from ``lo``) read at integer-valued ``offsets`` of shape ``[..., 2]``.
 
     ``table`` has shape ``batch + [rows, columns]``; ``batch`` lines up with the batch axes of
     ``offsets.shape[:-1]`` that precede its ``example_ndims`` example axes. The result has their
     broadcast shape. Offsets must lie in the table (see :func:`window`).
     """
+    index = tf.cast(offsets, tf.int32) - lo
+    return tf.gather(tf.reshape(table, [-1]),
+                     _flat_index(table, index[..., 0], index[..., 1], example_ndims))
+
+
+def interpolate(table, lo, offsets, example_ndims: int):
+    """Bilinear interpolation of ``table`` between lattice points at real ``offsets``; shapes as :func:`gather`."""
     dtype = table.dtype
     size = tf.shape(table)[-2:]
     positions = offsets - tf.cast(lo, dtype)
     corner = tf.clip_by_value(tf.cast(tf.floor(positions), tf.int32), 0, size - 2)
     fraction = positions - tf.cast(corner, dtype)
-    batch_shape = tf.shape(table)[:-2]
-    batch_index = tf.reshape(tf.range(tf.reduce_prod(batch_shape)),
-                             tf.concat([batch_shape, tf.ones([example_ndims], tf.int32)], axis=0))
     flat = tf.reshape(table, [-1])
-    base = batch_index * size[0] * size[1] + corner[..., 0] * size[1] + corner[..., 1]
+    base = _flat_index(table, corner[..., 0], corner[..., 1], example_ndims)
     row_weights = (1.0 - fraction[..., 0], fraction[..., 0])
     column_weights = (1.0 - fraction[..., 1], fraction[..., 1])
     return tf.add_n([row_weights[dr] * column_weights[dc] * tf.gather(flat, base + dr * size[1] + dc)

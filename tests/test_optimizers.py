@@ -281,6 +281,9 @@ def test_bad_arguments_raise_tfdip_error():
         NoisyAdam(beta_1=1.0)
     with pytest.raises(TfdipError, match="seed"):
         SGLD(1e-3, seed="zero")
+    with pytest.raises(TfdipError, match="learning_rate"):
+        SGLD(0.0)
+    assert SGLD(np.float32(0.5)).get_config()["learning_rate"] == 0.5
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -94,7 +94,7 @@ class RunningMoments(tf.Module):
     def samples(self):
         """The last ``min(count, keep_samples)`` samples, oldest first: ``(k, *shape)``."""
         if not self.keep_samples:
-            raise TfdipError("this RunningMoments keeps no samples; create it with keep_samples > 0")
+            raise TfdipError("these moments keep no samples; create them with keep_samples > 0")
         kept = tf.minimum(self.count, self.keep_samples)
         start = tf.math.floormod(self.count - kept, self.keep_samples)
         order = tf.math.floormod(start + tf.range(kept), self.keep_samples)

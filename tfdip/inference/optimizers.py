@@ -17,6 +17,7 @@ for the i-th of n variables; ``noise_seed`` and ``iterations`` are optimizer var
 """
 from __future__ import annotations
 
+import numbers
 import random
 
 import keras
@@ -46,10 +47,12 @@ class _NoisyOptimizer(keras.optimizers.Optimizer):
     """
 
     def __init__(self, learning_rate, *, seed=None, name=None, **kwargs):
+        if isinstance(learning_rate, numbers.Real):  # Keras wants a Python float or a schedule
+            learning_rate = _check_positive("learning_rate", learning_rate)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
             raise TfdipError(f"seed must be an int or None, got {seed!r}")
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
 
     def build(self, var_list):
         if self.built:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from tfdip.inference import sample_posterior_mcmc
+from tfdip.inference import chain_diagnostics, sample_posterior_mcmc
 
 
 def restore_mcmc(observation, physics, recipe, *, net="skip", net_options=None, reference=None,
@@ -31,15 +31,15 @@ def restore_mcmc(observation, physics, recipe, *, net="skip", net_options=None, 
         step_size=recipe.learning_rate, num_results=num_results,
         num_burnin_steps=recipe.burn_in, num_chains=chains, thin=recipe.thin, seed=seed)
     seconds = time.perf_counter() - start
-    diagnostics = dict(result.diagnostics)
-    if result.accept_rate is not None:
-        diagnostics["accept_rate"] = result.accept_rate
     (top, left), (height, width, _) = dip.crop_offset, dip.image_shape
 
     def crop(x):
         return x[..., top:top + height, left:left + width, :]
 
     samples = crop(result.samples)
+    diagnostics = chain_diagnostics(samples)  # on the image itself, not the padded border
+    if result.accept_rate is not None:
+        diagnostics["accept_rate"] = result.accept_rate
     return Restoration(
         image=crop(result.mean).clip(0.0, 1.0), last=samples[-1, 0], ema=None,
         std=crop(result.std),

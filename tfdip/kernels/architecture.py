@@ -38,8 +38,8 @@ def kernel_of(spec, input_smoothing=0.0, input_variance=DIP_INPUT_VARIANCE,
 
     Returns:
       An :class:`algebra.Covariance`. With ``need_sigmoid`` it is the covariance of the sigmoid
-      output about its mean 1/2 (probit approximation, :func:`maps.sigmoid`); otherwise that of the
-      zero-mean last convolution. Approximations: borders and reflection padding are ignored (an
+      output about its mean 1/2 (a probit-mixture approximation, :func:`maps.sigmoid`); otherwise
+      that of the zero-mean last convolution. Approximations: borders and padding are ignored (an
       infinite image), nearest / bilinear up-sampling is phase-averaged (:class:`algebra.Upsample`),
       BatchNorm assumes images much larger than the correlation length.
     """

@@ -146,3 +146,36 @@ def test_terminal_stays_clean(tmp_path, clean_png):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.startswith("wrote")
+
+
+def test_gp_inpainting_command_writes_image_std_and_report(tmp_path):
+    rows, cols = np.mgrid[0:12, 0:12]
+    clean = (0.5 + 0.4 * np.sin(rows / 3.0) * np.cos(cols / 4.0)).astype(np.float32)[..., None]
+    mask = (np.random.default_rng(0).uniform(size=(12, 12)) < 0.6).astype(np.float32)
+    np.save(tmp_path / "clean.npy", clean)
+    np.save(tmp_path / "obs.npy", clean * mask[..., None])
+    np.save(tmp_path / "mask.npy", mask)
+    out, std, report = tmp_path / "gp.npy", tmp_path / "std.png", tmp_path / "gp.json"
+    assert run("gp", tmp_path / "obs.npy", "--mask", tmp_path / "mask.npy", "--kernel", "rbf",
+               "-o", out, "--std-out", std, "--reference", tmp_path / "clean.npy",
+               "--report", report) == 0
+    restored = np.load(out)
+    known = mask.astype(bool)
+    np.testing.assert_allclose(restored[known], clean[known], atol=1e-6)  # known pixels kept
+    fields = json.loads(report.read_text())
+    assert fields["kernel"] == "rbf" and fields["psnr"] > fields["psnr_observed"] + 5
+    assert io.read_image(std).pixels.shape == (12, 12, 3)
+
+
+def test_gp_refuses_images_beyond_dense_inference(tmp_path, capsys):
+    np.save(tmp_path / "big.npy", np.zeros((80, 80), np.float32))
+    assert run("gp", tmp_path / "big.npy", "--sigma", "10", "-o", tmp_path / "o.png") == 2
+    assert "64x64" in capsys.readouterr().err
+
+
+def test_kernel_command_draws_a_figure(tmp_path):
+    plot = tmp_path / "kernel.png"
+    assert run("kernel", "--net", "conv_stack", "--depth", "2", "--max-offset", "4",
+               "--plot", plot) == 0
+    with Image.open(plot) as figure:
+        assert figure.format == "PNG" and figure.size[0] > 200

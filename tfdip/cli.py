@@ -5,8 +5,8 @@
     tfdip denoise OBS --sigma SIGMA_255 -o OUT [--method M] [...]
     tfdip inpaint OBS --mask MASK -o OUT [...]
     tfdip superres OBS --factor F -o OUT [...]
-    tfdip gp OBS [--mask M] [--sigma S] --kernel K -o OUT [...]
-    tfdip kernel [--net NAME] --plot OUT.png
+    tfdip gp OBS [--mask M] [--sigma S] --kernel K -o OUT [--std-out STD.png] [...]
+    tfdip kernel [--net NAME] [--depth D | --levels L] --plot OUT.png
 
 Bad input ends with one line on stderr (``tfdip: error: ...``) and exit status 2; nothing
 half-written is left behind (every output is written to a temporary file and renamed).
@@ -137,6 +137,31 @@ def build_parser() -> argparse.ArgumentParser:
     superres.add_argument("--factor", type=int, required=True)
     superres.add_argument("--sigma", type=float, default=0.0, help="noise std on 0..255")
     _add_restoration_options(superres)
+
+    gp = sub.add_parser("gp", help="restore with a Gaussian process (at most 64x64 pixels)")
+    gp.add_argument("observation")
+    gp.add_argument("--mask", help="mask image: nonzero = known pixel (inpainting)")
+    gp.add_argument("--sigma", type=float, help="noise std on 0..255 (denoising)")
+    gp.add_argument("--kernel", default="rbf",
+                    help="rbf, matern12, matern32, matern52 or dip (the analytic kernel of the "
+                         "2-level, 1024-channel skip net of the paper's GP experiment)")
+    gp.add_argument("--no-fit", action="store_true", help="keep the starting hyper-parameters")
+    gp.add_argument("-o", "--out", required=True)
+    gp.add_argument("--std-out", help="colour-mapped posterior std map (.png)")
+    gp.add_argument("--reference", help="clean image, to report PSNR / SSIM")
+    gp.add_argument("--report", help="write a JSON report here")
+
+    kernel = sub.add_parser("kernel", help="draw the infinite-width covariance of a DIP network")
+    kernel.add_argument("--net", default="conv_stack",
+                        choices=("conv_stack", "encoder_decoder", "skip"))
+    kernel.add_argument("--depth", type=_positive_int, help="conv_stack: hidden layers")
+    kernel.add_argument("--levels", type=_positive_int, help="skip / encoder_decoder: levels")
+    kernel.add_argument("--activation", choices=("relu", "leaky_relu", "erf"))
+    kernel.add_argument("--upsample", choices=("bilinear", "nearest"))
+    kernel.add_argument("--input-smoothing", type=float, default=0.0,
+                        help="std (pixels) of the Gaussian filter smoothing the white-noise input")
+    kernel.add_argument("--max-offset", type=_positive_int, default=16)
+    kernel.add_argument("--plot", required=True, help="output figure (.png, .pdf, .svg)")
     return parser
 
 
@@ -293,8 +318,8 @@ def _report(args, result, observed, phys, reference, metrics) -> dict:
 
 
 def _print_summary(report) -> None:
-    line = [f"{report['task']} ({report['method']}, {report['iterations']} steps, "
-            f"{report['seconds']:.1f} s)"]
+    steps = f"{report['iterations']} steps, " if report.get("iterations") else ""
+    line = [f"{report['task']} ({report['method']}, {steps}{report['seconds']:.1f} s)"]
     if "psnr" in report:
         line.append(f"PSNR {report['psnr']:.2f} dB")
         if "psnr_observed" in report:
@@ -339,6 +364,60 @@ def cmd_corrupt(args) -> int:
     return 0
 
 
+def cmd_gp(args) -> int:
+    from tfdip import io, metrics
+    from tfdip.gp import gp_restore
+    from tfdip.viz import colormap
+
+    _check_outputs(images=(args.out, args.std_out), report=args.report)
+    observed = io.read_image(args.observation)
+    mask = io.read_mask(args.mask, observed.pixels.shape[:2]) if args.mask else None
+    sigma = None if args.sigma is None else _sigma01(args.sigma)
+    result = gp_restore(observed.pixels, mask=mask, sigma=sigma, kernel=args.kernel,
+                        fit=not args.no_fit)
+    io.write_image(args.out, result.mean, alpha=observed.alpha, bit_depth=observed.bit_depth)
+    if args.std_out:
+        io.write_image(args.std_out, colormap(result.std))
+    report = {"task": "inpainting" if mask is not None else "denoising", "method": "gp",
+              "kernel": result.kernel_name, "hyperparameters": result.hyperparameters,
+              "log_marginal_likelihood": result.log_marginal_likelihood,
+              "seconds": round(result.seconds, 3), "image_shape": list(result.mean.shape),
+              "tfdip_version": _version()}
+    if args.reference:
+        reference = io.read_image(args.reference).pixels
+        report["psnr"] = metrics.psnr(result.mean, reference)
+        report["ssim"] = metrics.ssim(result.mean, reference)
+        report["psnr_observed"] = metrics.psnr(observed.pixels, reference)
+    if args.report:
+        io.write_json(args.report, report)
+    _print_summary(dict(report, iterations=0, method=f"gp, {result.kernel_name} kernel"))
+    return 0
+
+
+def cmd_kernel(args) -> int:
+    from tfdip import nets
+    from tfdip.kernels import plot_kernel
+
+    _check_outputs(folder=args.plot)
+    options = {"init": "gaussian"}
+    if args.activation:
+        options["activation"] = args.activation
+    if args.net == "conv_stack":
+        if args.depth:
+            options["depth"] = args.depth
+    else:
+        levels = args.levels or 5
+        options.update(channels_down=(128,) * levels, channels_up=(128,) * levels)
+        if args.net == "skip":
+            options["channels_skip"] = (4,) * levels
+        if args.upsample:
+            options["upsample"] = args.upsample
+    spec = nets.spec_for(args.net, **options)
+    plot_kernel(spec, args.plot, max_offset=args.max_offset, input_smoothing=args.input_smoothing)
+    print(f"wrote {args.plot}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from tfdip.demo import run_demo
 
@@ -346,7 +425,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "corrupt": cmd_corrupt, "denoise": cmd_restore,
-            "inpaint": cmd_restore, "superres": cmd_restore}
+            "inpaint": cmd_restore, "superres": cmd_restore, "gp": cmd_gp, "kernel": cmd_kernel}
 
 
 def main(argv=None) -> int:

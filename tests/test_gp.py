@@ -290,6 +290,8 @@ def test_bad_mask_raises(mask, message):
       "hyperparameters": {"length_scale": 2.0}}, "length_scale only applies"),
     ({"kernel": tfpk.ExponentiatedQuadratic(1.0, 1.0)}, "works in float64"),
     ({"fit": False}, "nothing to restore"),
+    ({"sigma": 0.0}, "nothing to restore"),
+    ({"num_fit_steps": 0}, "num_fit_steps must be at least 1"),
 ])
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(TfdipError, match=message):

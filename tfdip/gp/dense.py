@@ -172,19 +172,21 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
         raise TfdipError("give either sigma or hyperparameters['noise_variance'], not both")
     if "mean" in given and mean == "zero":
         raise TfdipError("hyperparameters['mean'] conflicts with mean='zero'; drop one of them")
+    if int(num_fit_steps) < 1:
+        raise TfdipError(f"num_fit_steps must be at least 1, got {num_fit_steps}")
     values = {**_starting_values(data, kernel, mean, fit), **given}
-    noise_free = data.sigma in (None, 0.0)
-    if noise_free and data.known.all() and not fit and not values.get("noise_variance"):
-        raise TfdipError("nothing to restore: every pixel is known and noise-free; give a mask, "
-                         "sigma, or fit=True to estimate the noise level")
     trainable = [name for name in values if fit and not (name == "noise_variance"
                                                          and data.sigma is not None)]
+    if (data.known.all() and "noise_variance" not in trainable
+            and not values.get("noise_variance")):
+        raise TfdipError("nothing to restore: every pixel is known and noise-free; give a mask, "
+                         "sigma, or fit=True to estimate the noise level")
     prior = GPPrior(kernel, values, trainable)
 
     summary = None
     if fit:
         summary = fit_prior(prior, data.observed_points, data.observed_values,
-                            max_iterations=num_fit_steps)
+                            max_iterations=int(num_fit_steps))
         log_marginal_likelihood = summary.log_marginal_likelihood
     else:
         log_marginal_likelihood = float(
@@ -192,7 +194,7 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
     posterior_mean, posterior_std = gp_posterior(prior, data.observed_points,
                                                  data.observed_values, data.points)
     restored = np.clip(data.as_image(posterior_mean), 0.0, 1.0)
-    if noise_free and mask is not None:
+    if data.sigma in (None, 0.0) and mask is not None:
         restored = np.where(data.known[:, :, np.newaxis], data.image, restored)
     return GPResult(mean=data.like_observation(restored).astype(np.float32),
                     std=posterior_std.reshape(data.known.shape).astype(np.float32),

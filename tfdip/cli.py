@@ -326,6 +326,9 @@ def _print_summary(report) -> None:
             line.append(f"(observation {report['psnr_observed']:.2f} dB)")
     if report.get("verdict"):
         line.append(f"sampler: {report['verdict']}")
+    if report.get("rollbacks"):
+        line.append(f"{report['rollbacks']} roll-back(s) to the last good weights "
+                    f"(PSNR collapse or non-finite loss)")
     print("  ".join(line))
 
 

@@ -129,6 +129,9 @@ def restore(observation, physics, *, method="sgd", iterations=None, learning_rat
     recipe = make_recipe(method, physics.name, iterations=iterations, learning_rate=learning_rate,
                          burn_in=burn_in, thin=thin, sigma=physics.sigma,
                          input_noise_std=input_noise_std)
+    if chains > 1 and not recipe.is_bayesian:
+        raise TfdipError(f"several chains need a sampling method (paper, sgld, psgld, mala, ula), "
+                         f"not {method}")
     if method in MCMC_METHODS:
         from tfdip.mcmc_restore import restore_mcmc
 

@@ -238,7 +238,7 @@ class WeightedSum(Covariance):
     def moments(self, offsets, example_ndims):
         terms = [b.moments(offsets, example_ndims) for b in self.branches]
         weights = [_parameter(w, offsets.dtype, example_ndims) for w in self.weights]
-        return Moments(*(tf.add_n([w * getattr(t, field) for w, t in zip(weights, terms)])
+        return Moments(*(sum(w * getattr(t, field) for w, t in zip(weights, terms))
                          for field in Moments._fields))
 
 

@@ -16,14 +16,27 @@ SIGMOID_PROBIT_MIXTURE = ((0.161083, 0.363621), (0.583137, 0.576373), (0.25578, 
 """``(c_i, l_i)`` with ``sigmoid(x) ~ sum_i c_i Phi(l_i x)`` (max error 5e-5; ``sum_i c_i = 1``)."""
 
 
-def clip_correlation(x):
-    """Clip a correlation to ``[-1 + eps, 1 - eps]`` so that arccos / arcsin and their gradients stay finite.
+def _clipped(inverse_trig, x):
+    """``inverse_trig(x)`` for a correlation ``x``, safe at ``|x| = 1``.
 
-    ``eps`` is 1e-6 in float32 and 1e-12 in float64 (the error this causes in the maps below is
-    of order ``eps ** 1.5``).
+    The value uses ``x`` clipped to ``[-1, 1]`` (rounding can push a correlation past 1); the
+    gradient is taken at ``x`` clipped to ``[-1 + eps, 1 - eps]`` (``eps`` = 1e-6 in float32,
+    1e-12 in float64), where it is finite.
     """
     eps = 1e-12 if x.dtype == tf.float64 else 1e-6
-    return tf.clip_by_value(x, -1.0 + eps, 1.0 - eps)
+    safe = inverse_trig(tf.clip_by_value(x, -1.0 + eps, 1.0 - eps))
+    exact = inverse_trig(tf.clip_by_value(x, -1.0, 1.0))
+    return safe + tf.stop_gradient(exact - safe)
+
+
+def safe_acos(x):
+    """arccos of a correlation, finite gradients (see :func:`_clipped`)."""
+    return _clipped(tf.acos, x)
+
+
+def safe_asin(x):
+    """arcsin of a correlation, finite gradients (see :func:`_clipped`)."""
+    return _clipped(tf.asin, x)
 
 
 def relu(k11, k12, k22):
@@ -33,7 +46,7 @@ def relu(k11, k12, k22):
     ``cos t = k12 / sqrt(k11 k22)``.
     """
     norm = tf.sqrt(k11 * k22)
-    theta = tf.acos(clip_correlation(k12 / norm))
+    theta = safe_acos(k12 / norm)
     return norm / (2.0 * math.pi) * (tf.sin(theta) + (math.pi - theta) * tf.cos(theta))
 
 
@@ -50,8 +63,7 @@ def leaky_relu(k11, k12, k22, negative_slope):
 
 def erf(k11, k12, k22):
     """erf, the arcsine kernel (Williams 1997): ``(2/pi) arcsin(2 k12 / sqrt((1 + 2 k11)(1 + 2 k22)))``."""
-    return (2.0 / math.pi) * tf.asin(
-        clip_correlation(2.0 * k12 / tf.sqrt((1.0 + 2.0 * k11) * (1.0 + 2.0 * k22))))
+    return (2.0 / math.pi) * safe_asin(2.0 * k12 / tf.sqrt((1.0 + 2.0 * k11) * (1.0 + 2.0 * k22)))
 
 
 def erf_large_variance(k11, k12, k22):
@@ -59,7 +71,7 @@ def erf_large_variance(k11, k12, k22):
 
     ``(2/pi) arcsin(k12 / sqrt(k11 k22))``: scale-free, it depends on the correlation only.
     """
-    return (2.0 / math.pi) * tf.asin(clip_correlation(k12 / tf.sqrt(k11 * k22)))
+    return (2.0 / math.pi) * safe_asin(k12 / tf.sqrt(k11 * k22))
 
 
 def sigmoid(k11, k12, k22):
@@ -76,7 +88,7 @@ def sigmoid(k11, k12, k22):
     for c_i, l_i in SIGMOID_PROBIT_MIXTURE:
         for c_j, l_j in SIGMOID_PROBIT_MIXTURE:
             rho = l_i * l_j * k12 / tf.sqrt((1.0 + l_i * l_i * k11) * (1.0 + l_j * l_j * k22))
-            total += c_i * c_j * tf.asin(clip_correlation(rho)) / (2.0 * math.pi)
+            total += c_i * c_j * safe_asin(rho) / (2.0 * math.pi)
     return total
 
 

@@ -286,6 +286,8 @@ def test_bad_mask_raises(mask, message):
     ({"sigma": -0.1}, "sigma must be a number in"),
     ({"sigma": 0.1, "hyperparameters": {"noise_variance": 0.1}}, "either sigma or"),
     ({"hyperparameters": {"lengthscale": 2.0}}, "unknown hyper-parameter"),
+    ({"hyperparameters": {"mean": [0.1, 0.2]}}, "2 values for 1 channels"),
+    ({"hyperparameters": {"amplitude": float("nan")}}, "amplitude must be finite"),
     ({"kernel": tfpk.ExponentiatedQuadratic(np.float64(1), np.float64(1)),
       "hyperparameters": {"length_scale": 2.0}}, "length_scale only applies"),
     ({"kernel": tfpk.ExponentiatedQuadratic(1.0, 1.0)}, "works in float64"),

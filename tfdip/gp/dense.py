@@ -172,6 +172,9 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
         raise TfdipError("give either sigma or hyperparameters['noise_variance'], not both")
     if "mean" in given and mean == "zero":
         raise TfdipError("hyperparameters['mean'] conflicts with mean='zero'; drop one of them")
+    if "mean" in given and np.size(given["mean"]) not in (1, data.shape[2]):
+        raise TfdipError(f"hyperparameters['mean'] has {np.size(given['mean'])} values for "
+                         f"{data.shape[2]} channels; give one value or one per channel")
     if int(num_fit_steps) < 1:
         raise TfdipError(f"num_fit_steps must be at least 1, got {num_fit_steps}")
     values = {**_starting_values(data, kernel, mean, fit), **given}

@@ -90,8 +90,10 @@ def resolve_kernel(kernel) -> Union[str, tfpk.PositiveSemidefiniteKernel]:
 def _hyperparameter(name: str, value, trainable: bool):
     """A float64 variable (Softplus-constrained unless it is the mean) or a constant."""
     value = np.asarray(value, dtype=np.float64)
-    if name != "mean" and not (np.all(np.isfinite(value)) and np.all(value >= 0)):
-        raise TfdipError(f"{name} must be a finite number >= 0, got {value}")
+    if not np.all(np.isfinite(value)):
+        raise TfdipError(f"{name} must be finite, got {value}")
+    if name != "mean" and not np.all(value >= 0):
+        raise TfdipError(f"{name} must be a number >= 0, got {value}")
     if name != "mean" and trainable and not np.all(value > 0):
         raise TfdipError(f"{name} must start > 0 to be fitted, got {value}")
     if not trainable:

@@ -262,6 +262,24 @@ def test_batch_norm_over_one_image_removes_the_constant_part_and_normalises():
     assert np.all(np.abs(estimate - expected) < 4 * error + finite_image_bias)
 
 
+def test_batch_norm_on_a_small_image_is_closer_with_the_image_mean():
+    rng = np.random.default_rng(7)
+    radius, size, epsilon, v, m, s = 3, 24, 1e-3, 0.5, 0.7, 1.5
+    x = smooth_fields(rng, (8, size, size, 32), v, m, s)
+    y = (x - x.mean(axis=(1, 2), keepdims=True)) / np.sqrt(x.var(axis=(1, 2), keepdims=True) + epsilon)
+    estimate = empirical_products(np.moveaxis(y, -1, 0).reshape(-1, size, size, 1), radius).mean(0)
+    offsets = offset_grid(radius, tf.float64)
+    infinite = InputNoise(v, m, s).batch_norm(epsilon=epsilon)(offsets).numpy()
+    finite = InputNoise(v, m, s).batch_norm(epsilon=epsilon, image_shape=(size, size))(offsets).numpy()
+    assert np.linalg.norm(estimate - finite) < 0.6 * np.linalg.norm(estimate - infinite)
+    # the image mean is the covariance averaged over pairs of pixels of the image
+    field = InputNoise(v, m, s)
+    points = grid_points(size)
+    pair_mean = kernel_matrix(field, points).mean()
+    variance = v + m * m
+    assert finite[radius, radius] == pytest.approx((variance - pair_mean) / (variance - pair_mean + epsilon))
+
+
 def test_depth_and_input_smoothing_lengthen_the_correlation():
     offset = tf.constant([0.0, 3.0], tf.float64)
     correlations = [kernel_of(ConvStackSpec(depth=d), input_smoothing=1.0, input_variance=1.0,
@@ -283,6 +301,8 @@ ARCHITECTURES = {
                                   channels_skip=(0, 4, 4), upsample="nearest", downsample="avg",
                                   init="gaussian", output_channels=1), dict(input_smoothing=1.0)),
     "skip_default_torch": (SkipSpec(init="torch"), {}),
+    "skip_finite_image": (SkipSpec(channels_down=(16, 16), channels_up=(16, 16), channels_skip=4,
+                                   init="gaussian", output_channels=1), dict(image_size=16)),
     "skip_erf_keras": (SkipSpec(channels_down=(16, 16), channels_up=(16, 16), channels_skip=4,
                                 activation="erf",
                                 output_channels=1), {}),
@@ -353,6 +373,8 @@ def test_bad_input_raises_tfdip_errors():
         kernel_of(SkipSpec(), sigma_w=2.0)
     with pytest.raises(TfdipError, match="erf"):
         kernel_of(SkipSpec(activation="erf", init="torch"))
+    with pytest.raises(TfdipError, match="multiples of 4"):
+        kernel_of(SkipSpec(channels_down=(8, 8), channels_up=(8, 8), channels_skip=2), image_size=30)
     with pytest.raises(TfdipError, match="unknown activation"):
         Activation(InputNoise(), "tanh")
     with pytest.raises(TfdipError, match=r"\[..., 2\]"):

@@ -117,6 +117,14 @@ def test_dip_kernel_matrix_is_the_covariance_at_the_offsets():
                                np.diag(expected[:10, :10]), rtol=1e-12)
 
 
+def test_dip_kernel_passes_the_image_size_to_batch_norm():
+    x = grid(6)
+    finite = DIPKernel(SKIP, image_size=16).matrix(x, x).numpy()
+    expected = kernel_of(SKIP, image_size=16).moments(tf.constant(x[None] - x[:, None]), 2).value
+    np.testing.assert_allclose(finite, expected, rtol=1e-12)
+    assert not np.allclose(finite, DIPKernel(SKIP).matrix(x, x), rtol=1e-3)
+
+
 def test_batch_shapes_follow_the_parameters():
     x = points(6, 10)
     kernel = ArcCosineKernel(sigma_w=np.array([1.0, 2.0, 3.0]), amplitude=np.array([[1.0], [2.0]]))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import abc
 from typing import NamedTuple, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from tfdip.errors import TfdipError
@@ -119,8 +120,8 @@ class Covariance(abc.ABC):
     def erf(self) -> "Covariance":
         return Activation(self, "erf")
 
-    def batch_norm(self, gain=1.0, epsilon=0.0) -> "Covariance":
-        return BatchNorm(self, gain, epsilon)
+    def batch_norm(self, gain=1.0, epsilon=0.0, image_shape=None) -> "Covariance":
+        return BatchNorm(self, gain, epsilon, image_shape)
 
     def downsample(self, stride: int = 2) -> "Covariance":
         return Downsample(self, stride)
@@ -186,21 +187,50 @@ class Activation(Covariance):
 
 
 class BatchNorm(Covariance):
-    """BatchNorm over the spatial axes of one image: ``gain (K - K_inf) / (K(0) - K_inf + epsilon)``.
+    """BatchNorm over the spatial axes of one image: ``gain (K - L) / (K(0) - L + epsilon)``.
 
-    ``gain`` is ``E[gamma^2]`` (1 for gamma = 1, 1/3 for gamma ~ U(0, 1)). Approximation: the image
-    is much larger than the correlation length (see :func:`maps.batch_norm`).
+    ``gain`` is ``E[gamma^2]`` (1 for gamma = 1, 1/3 for gamma ~ U(0, 1)). ``L`` is what the image
+    mean takes away: ``K(infinity)`` for an infinite image (:func:`maps.batch_norm`) or, given the
+    ``image_shape`` ``(H, W)`` at this layer, the mean covariance of two pixels of the image,
+    ``L = sum_r K(r) (H - |r_0|)(W - |r_1|) / (H W)^2``. The finite-image form still treats the
+    result as stationary (it drops the position dependence of ``mean_t K(t1, t)``).
     """
 
-    def __init__(self, inner: Covariance, gain=1.0, epsilon=0.0):
+    def __init__(self, inner: Covariance, gain=1.0, epsilon=0.0, image_shape=None):
         self.inner, self.gain, self.epsilon = inner, gain, epsilon
+        self.image_shape = None if image_shape is None else tuple(int(n) for n in image_shape)
 
     def moments(self, offsets, example_ndims):
-        inner = self.inner.moments(offsets, example_ndims)
+        if self.image_shape is None:
+            inner = self.inner.moments(offsets, example_ndims)
+            removed = inner.at_infinity
+        else:
+            inner, removed = self._moments_and_image_mean(offsets, example_ndims)
         gain, epsilon = (_parameter(p, offsets.dtype, example_ndims) for p in (self.gain, self.epsilon))
-        normalise = lambda k: maps.batch_norm(k, inner.at_zero, inner.at_infinity, gain, epsilon)
-        return Moments(normalise(inner.value), normalise(inner.at_zero),
-                       tf.zeros_like(inner.at_infinity))
+        normalise = lambda k: maps.batch_norm(k, inner.at_zero, removed, gain, epsilon)
+        return Moments(*(normalise(k) for k in inner))
+
+    def _moments_and_image_mean(self, offsets, example_ndims):
+        """The inner moments at ``offsets`` and the image-mean covariance ``L``, in one evaluation
+        (the offsets and the image's offsets share one example axis)."""
+        rows, columns = self.image_shape
+        window = tf.reshape(lattice.window_grid([1 - rows, 1 - columns], [rows - 1, columns - 1],
+                                                offsets.dtype), [-1, 2])
+        overlap = np.outer(rows - np.abs(np.arange(1 - rows, rows)),
+                           columns - np.abs(np.arange(1 - columns, columns))).ravel()
+        weights = tf.constant(overlap / float(rows * columns) ** 2, offsets.dtype)
+        shape = tf.shape(offsets)
+        lead = offsets.shape.rank - 1 - example_ndims
+        queries = tf.reshape(offsets, tf.concat([shape[:lead], [-1, 2]], axis=0))
+        window = tf.broadcast_to(window, tf.concat([shape[:lead], tf.shape(window)], axis=0))
+        both = self.inner.moments(tf.concat([queries, window], axis=-2), example_ndims=1)
+        count = tf.shape(queries)[-2]
+        value = tf.reshape(both.value[..., :count],
+                           tf.concat([tf.shape(both.value)[:-1], shape[lead:-1]], axis=0))
+        repad = lambda k: k[..., 0][(...,) + (tf.newaxis,) * example_ndims]
+        image_mean = tf.reduce_sum(both.value[..., count:] * weights, axis=-1)
+        return (Moments(value, repad(both.at_zero), repad(both.at_infinity)),
+                image_mean[(...,) + (tf.newaxis,) * example_ndims])
 
 
 class Centered(Covariance):

@@ -13,13 +13,14 @@ from tfdip.kernels.lattice import offset_grid
 
 def plot_kernel(spec, path, *, max_offset: int = 16, input_smoothing: float = 0.0,
                 input_variance: float = DIP_INPUT_VARIANCE, input_mean: float = DIP_INPUT_MEAN,
-                title: str | None = None) -> pathlib.Path:
+                image_size=None, title: str | None = None) -> pathlib.Path:
     """Draw ``kernel_of(spec, ...)`` to ``path`` (PNG, PDF, SVG ... by suffix) and return the path.
 
     Left: the correlation ``K(r) / K(0)`` over offsets ``[-max_offset, max_offset]^2``. Right:
     the correlation against distance along a row (``r = (0, d)``) and a diagonal
     (``r = (d, d) / sqrt(2)`` on the lattice), with ``K(0)`` in the legend. Uses matplotlib's Agg
-    canvas (no display needed); parent folders are created.
+    canvas (no display needed); parent folders are created. The keyword arguments are those of
+    :func:`~tfdip.kernels.kernel_of`.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -34,7 +35,7 @@ def plot_kernel(spec, path, *, max_offset: int = 16, input_smoothing: float = 0.
     if max_offset < 1:
         raise TfdipError(f"max_offset must be >= 1, got {max_offset}")
 
-    cov = kernel_of(spec, input_smoothing, input_variance, input_mean)
+    cov = kernel_of(spec, input_smoothing, input_variance, input_mean, image_size=image_size)
     grid = offset_grid(max_offset, tf.float64)
     values = cov(grid).numpy()
     variance = values[max_offset, max_offset]

@@ -233,26 +233,33 @@ class DIPKernel(psd_kernels.AutoCompositeTensorPsdKernel):
       amplitude: output scale (``None``: 1).
       input_smoothing, input_variance, input_mean: the input code (DIP's U(0, 0.1) by default).
       sigma_w, sigma_b: weight and bias scales (``None``: the spec's; ``init="gaussian"`` only).
+      image_size: ``None`` or the image's ``H`` or ``(H, W)``, for BatchNorm's finite-image
+        statistics (see :func:`tfdip.kernels.kernel_of`).
     """
 
     def __init__(self, spec, amplitude=None, input_smoothing=0.0,
                  input_variance=DIP_INPUT_VARIANCE, input_mean=DIP_INPUT_MEAN, sigma_w=None,
-                 sigma_b=None, validate_args=False, name="DIPKernel"):
+                 sigma_b=None, image_size=None, validate_args=False, name="DIPKernel"):
         parameters = dict(locals())
         with tf.name_scope(name):
             dtype, p = _convert(dict(amplitude=amplitude, input_smoothing=input_smoothing,
                                      input_variance=input_variance, input_mean=input_mean,
                                      sigma_w=sigma_w, sigma_b=sigma_b))
-            self._spec = spec
+            self._spec, self._image_size = spec, image_size
             for key, value in p.items():
                 setattr(self, f"_{key}", value)
-            kernel_of(spec, sigma_w=sigma_w, sigma_b=sigma_b)  # reject unsupported specs now
+            # Reject unsupported specs and sizes now.
+            kernel_of(spec, sigma_w=sigma_w, sigma_b=sigma_b, image_size=image_size)
             super().__init__(feature_ndims=1, dtype=dtype, name=name, validate_args=validate_args,
                              parameters=parameters)
 
     @property
     def spec(self):
         return self._spec
+
+    @property
+    def image_size(self):
+        return self._image_size
 
     @property
     def amplitude(self):
@@ -287,7 +294,7 @@ class DIPKernel(psd_kernels.AutoCompositeTensorPsdKernel):
     def covariance(self):
         """The :class:`~tfdip.kernels.algebra.Covariance` this kernel evaluates (without the amplitude)."""
         return kernel_of(self.spec, self.input_smoothing, self.input_variance, self.input_mean,
-                         self.sigma_w, self.sigma_b)
+                         self.sigma_w, self.sigma_b, self.image_size)
 
     def _apply(self, x1, x2, example_ndims=0):
         value = self.covariance()(x2 - x1, example_ndims)

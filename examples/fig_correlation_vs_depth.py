@@ -5,9 +5,11 @@ unit-variance input) for depths 1-4 and for input smoothing widths, and the DIP 
 (LeakyReLU, BatchNorm, stride-2 down-sampling, bilinear up-sampling, DIP's U(0, 0.1) input) for
 1-4 levels and for smoothing widths. Lines: the analytic kernel (``tfdip.kernels.kernel_of``);
 points: Monte Carlo over random networks built from the same specs (error bars: one standard
-error). The encoder-decoder points come from the real reflection-padded networks on 64 x 64
-images, whose borders (and the clamped bilinear up-sampling there) make them differ slightly from
-the infinite-image theory.
+error). The encoder-decoder points come from the real reflection-padded networks on 128 x 128
+images; its solid lines are the infinite-image kernel, its dashed lines the kernel with
+BatchNorm's statistics over a 128 x 128 image (``image_size=128``). What remains between points
+and lines at 3-4 levels comes from the few-pixel-wide deep levels: their borders (reflection
+padding, clamped bilinear up-sampling) and BatchNorm over a handful of pixels.
 
     python examples/fig_correlation_vs_depth.py [--out examples/figures] [--nets 24]
 """
@@ -39,11 +41,12 @@ def encoder_decoder(levels: int) -> SkipSpec:
                     need_sigmoid=False)
 
 
-def analytic_curve(spec, inputs):
+def analytic_curve(spec, inputs, image_size=None):
     """Correlation along a row at real distances 0 .. MAX_DISTANCE."""
     distance = np.linspace(0.0, MAX_DISTANCE, 201)
     offsets = tf.constant(np.stack([np.zeros_like(distance), distance], axis=-1))
-    return distance, kernel_of(spec, **inputs).correlation(offsets).numpy()
+    cov = kernel_of(spec, image_size=image_size, **inputs)
+    return distance, cov.correlation(offsets).numpy()
 
 
 def monte_carlo_points(spec, inputs, nets: int, image_size: int, margin: int, seed: int):
@@ -59,6 +62,9 @@ def panel(axis, title, cases, nets: int):
     for seed, (label, spec, inputs, image_size, margin) in enumerate(cases):
         distance, curve = analytic_curve(spec, inputs)
         line, = axis.plot(distance, curve, label=label)
+        if isinstance(spec, SkipSpec):
+            axis.plot(*analytic_curve(spec, inputs, image_size), "--", lw=1,
+                      color=line.get_color())
         r, points, error = monte_carlo_points(spec, inputs, nets, image_size, margin, seed)
         axis.errorbar(r, points, yerr=error, fmt="o", ms=3.5, color=line.get_color(), capsize=2)
     axis.set_title(title)
@@ -80,9 +86,9 @@ def main(out: pathlib.Path, nets: int) -> pathlib.Path:
            for s in (0.0, 1.0, 2.0, 4.0)], nets)
     panel(axes[1, 0], "encoder-decoder (BN, LeakyReLU, bilinear), DIP input, s = 0",
           [(f"{levels} level{'s' * (levels > 1)}", encoder_decoder(levels),
-            dict(input_smoothing=0.0), 64, 8) for levels in (1, 2, 3, 4)], nets)
+            dict(input_smoothing=0.0), 128, 16) for levels in (1, 2, 3, 4)], nets)
     panel(axes[1, 1], "encoder-decoder, 2 levels, DIP input",
-          [(f"s = {s:g}", encoder_decoder(2), dict(input_smoothing=s), 64, 8)
+          [(f"s = {s:g}", encoder_decoder(2), dict(input_smoothing=s), 128, 16)
            for s in (0.0, 1.0, 2.0, 4.0)], nets)
     figure.suptitle("DIP kernels: correlation vs distance (lines: analytic, points: "
                     f"{nets} random networks of width 64)")

@@ -117,6 +117,14 @@ def test_dip_kernel_matrix_is_the_covariance_at_the_offsets():
                                np.diag(expected[:10, :10]), rtol=1e-12)
 
 
+def test_kernels_work_inside_tf_function():
+    x = tf.constant(grid(4))
+    matrix = tf.function(lambda kernel, points: kernel.matrix(points, points))
+    for kernel in (DIPKernel(SKIP, amplitude=tf.Variable(1.5, dtype=tf.float64)),
+                   ArcCosineKernel(InputNoiseKernel(smoothing=np.float64(1.0)), depth=2)):
+        np.testing.assert_allclose(matrix(kernel, x), kernel.matrix(x, x), rtol=1e-12)
+
+
 def test_dip_kernel_passes_the_image_size_to_batch_norm():
     x = grid(6)
     finite = DIPKernel(SKIP, image_size=16).matrix(x, x).numpy()

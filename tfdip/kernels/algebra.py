@@ -18,7 +18,8 @@ general form: parameters are padded with ``example_ndims`` trailing ones and bro
 Approximations (the docstrings of the nodes say where): borders and their padding are ignored (the
 covariance is that of an infinite image); nearest / bilinear up-sampling makes the covariance
 cyclostationary and :class:`Upsample` keeps its phase average, so the maps after it see the
-phase-averaged kernel; BatchNorm assumes an image much larger than the correlation length.
+phase-averaged kernel; :class:`BatchNorm` uses the statistics of an infinite image or a stationary
+approximation of those of a finite one.
 
 Example, the two-layer conv-ReLU-conv net on white noise (``K(0) = 1/2``, ``K(r != 0) = 1/(2 pi)``)::
 

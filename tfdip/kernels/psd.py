@@ -221,7 +221,7 @@ class ArcSineKernel(_LayeredKernel):
         return maps.erf(k11, k12, k22)
 
 
-class DIPKernel(psd_kernels.AutoCompositeTensorPsdKernel):
+class DIPKernel(psd_kernels.PositiveSemidefiniteKernel):
     """The covariance of a DIP architecture's output over pixel coordinates: ``amplitude^2 K(x' - x)``.
 
     ``K = kernel_of(spec, input_smoothing, input_variance, input_mean, sigma_w, sigma_b)`` (see

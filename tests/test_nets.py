@@ -168,6 +168,32 @@ def test_batch_norm_is_per_image_in_training_and_inference():
                                atol=1e-6)
 
 
+@pytest.fixture
+def dtype_policy():
+    """Set a global Keras dtype policy for one test; float32 is restored afterwards."""
+    yield keras.config.set_dtype_policy
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("policy, output_dtype, atol", [
+    ("mixed_bfloat16", "float32", 0.02),
+    ("float64", "float64", 1e-5),
+])
+def test_dtype_policies_match_float32(dtype_policy, policy, output_dtype, atol):
+    seeded(11)
+    reference = SkipSpec(**SMALL, init="torch").build()
+    z = code((1, 32, 32, 32), seed=12)
+    expected = reference(z).numpy()
+    dtype_policy(policy)
+    net = SkipSpec(**SMALL, init="torch").build()
+    net.set_weights(reference.get_weights())
+    y = net(z)
+    assert y.dtype == output_dtype
+    assert net.get_layer("level0_up_conv").compute_dtype == policy.replace("mixed_", "")
+    np.testing.assert_allclose(y.numpy(), expected, atol=atol)
+    assert np.abs(y.numpy() - expected).mean() < atol / 5
+
+
 # ---------------------------------------------------------------- NumPy forward pass
 
 def numpy_conv(x, kernel, bias, pad_mode, stride=1):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from tfdip.nets.layers import activation_layer, padded_conv
+from tfdip.nets.layers import activation_layer, output_head, padded_conv
 from tfdip.nets.spec import ConvStackSpec
 
 
@@ -19,7 +19,4 @@ def build_conv_stack(spec: ConvStackSpec, name: str = "conv_stack") -> keras.Mod
     for layer in range(spec.depth):
         x = padded_conv(x, spec, spec.channels, spec.filter_size, name=f"conv{layer}")
         x = activation_layer(spec, name=f"act{layer}")(x)
-    x = padded_conv(x, spec, spec.output_channels, 1, name="output_conv")
-    if spec.need_sigmoid:
-        x = keras.layers.Activation("sigmoid", name="output_sigmoid")(x)
-    return keras.Model(z, x, name=name)
+    return keras.Model(z, output_head(x, spec), name=name)

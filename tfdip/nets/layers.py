@@ -165,11 +165,13 @@ def activation_layer(spec, name: str) -> keras.layers.Layer:
     return keras.layers.Activation(erf, name=name)
 
 
-def padded_conv(x, spec, filters: int, kernel_size: int, name: str, strides: int = 1):
+def padded_conv(x, spec, filters: int, kernel_size: int, name: str, strides: int = 1,
+                dtype=None):
     """Pad by ``(kernel_size - 1) // 2`` (``spec.pad``: reflection or zero), then a VALID conv.
 
     ``(N, H, W, C_in) -> (N, ceil(H / strides), ceil(W / strides), filters)`` for odd kernels.
     Weights are initialised per ``spec.init`` with fan-in ``C_in * kernel_size ** 2``.
+    ``dtype`` is the conv's dtype policy (None: the global one).
     """
     pad = (kernel_size - 1) // 2
     if pad > 0:
@@ -181,8 +183,21 @@ def padded_conv(x, spec, filters: int, kernel_size: int, name: str, strides: int
     kernel_init, bias_init = initializers.conv_initializers(spec, fan_in)
     return keras.layers.Conv2D(
         filters, kernel_size, strides=strides, padding="valid", use_bias=spec.need_bias,
-        kernel_initializer=kernel_init, bias_initializer=bias_init, name=name,
+        kernel_initializer=kernel_init, bias_initializer=bias_init, name=name, dtype=dtype,
     )(x)
+
+
+def output_head(x, spec):
+    """conv 1x1 (-> ``spec.output_channels``), then a sigmoid if ``spec.need_sigmoid``.
+
+    The head runs in the policy's variable dtype, so that under a mixed-precision policy
+    (e.g. ``mixed_bfloat16``) the image leaves the net in float32; otherwise it changes nothing.
+    """
+    dtype = keras.config.dtype_policy().variable_dtype
+    x = padded_conv(x, spec, spec.output_channels, 1, name="output_conv", dtype=dtype)
+    if spec.need_sigmoid:
+        x = keras.layers.Activation("sigmoid", name="output_sigmoid", dtype=dtype)(x)
+    return x
 
 
 def batch_norm(x, spec, name: str):

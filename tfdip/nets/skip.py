@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import keras
 
-from tfdip.nets.layers import CenterCropConcat, Resize2D, activation_layer, batch_norm, padded_conv
+from tfdip.nets.layers import (CenterCropConcat, Resize2D, activation_layer, batch_norm,
+                               output_head, padded_conv)
 from tfdip.nets.spec import SkipSpec
 
 POOLING = {"avg": keras.layers.AveragePooling2D, "max": keras.layers.MaxPooling2D}
@@ -27,14 +28,12 @@ def build_skip(spec: SkipSpec, name: str = "skip") -> keras.Model:
     """Build the Keras functional model that ``spec`` describes.
 
     Input ``z``: ``(N, H, W, spec.input_channels)`` with H, W unknown; output
-    ``(N, H, W, spec.output_channels)``, in (0, 1) when ``need_sigmoid``.
+    ``(N, H, W, spec.output_channels)``, in (0, 1) when ``need_sigmoid``. Layers follow the global
+    Keras dtype policy; the output head computes in its variable dtype (float32 under
+    ``mixed_bfloat16``).
     """
     z = keras.Input((None, None, spec.input_channels), name="z")
-    x = _level(z, spec, 0)
-    x = padded_conv(x, spec, spec.output_channels, 1, name="output_conv")
-    if spec.need_sigmoid:
-        x = keras.layers.Activation("sigmoid", name="output_sigmoid")(x)
-    return keras.Model(z, x, name=name)
+    return keras.Model(z, output_head(_level(z, spec, 0), spec), name=name)
 
 
 def _conv_bn_act(x, spec, filters: int, kernel_size: int, name: str, strides: int = 1):

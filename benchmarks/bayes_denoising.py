@@ -79,21 +79,21 @@ BAYESIAN_ROWS = ("paper", "psgld", "sgld")
 
 # ------------------------------------------------------------------ the problem
 
-def clean_crop(name: str) -> np.ndarray:
-    """The centre SIZE x SIZE crop of the named image, float32 (SIZE, SIZE, 3) in [0, 1]."""
-    from tfdip.io import read_image
-
-    image = read_image(DATA / CROPS[name][0]).pixels
-    top, left = (image.shape[0] - SIZE) // 2, (image.shape[1] - SIZE) // 2
-    return np.ascontiguousarray(image[top:top + SIZE, left:left + SIZE])
-
-
 def crop_box(name: str) -> list:
-    """[top, left, height, width] of the crop in its image."""
+    """[top, left, height, width] of the centre SIZE x SIZE crop in the named image."""
     from tfdip.io import read_image
 
     height, width = read_image(DATA / CROPS[name][0]).pixels.shape[:2]
     return [(height - SIZE) // 2, (width - SIZE) // 2, SIZE, SIZE]
+
+
+def clean_crop(name: str) -> np.ndarray:
+    """The centre SIZE x SIZE crop of the named image, float32 (SIZE, SIZE, 3) in [0, 1]."""
+    from tfdip.io import read_image
+
+    top, left, height, width = crop_box(name)
+    image = read_image(DATA / CROPS[name][0]).pixels
+    return np.ascontiguousarray(image[top:top + height, left:left + width])
 
 
 def problem(name: str):
@@ -137,7 +137,8 @@ def cache_result(out: Path, section: str, key: str, record: dict, images: dict,
         results = load_results(out)
         results[section][key] = record
         results["machine"] = machine()
-        results["protocol"] = protocol(iterations)
+        if section != "tuning":  # tuning runs may use a shorter budget than the benchmark
+            results["protocol"] = protocol(iterations)
         write_json(out / f"{NAME}.json", results)
         if images:
             stored = load_images(out)
@@ -185,6 +186,11 @@ def schedule(iterations: int) -> dict:
     return {"burn_in": iterations * BURN_IN // ITERATIONS,
             "thin": max(1, iterations * THIN // ITERATIONS),
             "log_every": max(1, iterations * LOG_EVERY // ITERATIONS)}
+
+
+def protocol_of(results) -> dict:
+    """The protocol of the cached benchmark runs (the default one if only tuning ran)."""
+    return results.get("protocol") or protocol(ITERATIONS)
 
 
 def protocol(iterations: int) -> dict:
@@ -391,15 +397,39 @@ def summary_table(results) -> list:
     return lines
 
 
+def shape_check(results) -> list:
+    """Per crop: how far each output fell from its best PSNR by the end of the budget, and by
+    how much each posterior mean beats the last iterate and the EMA of the DIP recipe there."""
+    lines = ["| crop | output | best PSNR @ step | at the end | drop (dB) | mean - DIP last "
+             "| mean - DIP EMA | mean - Adam last |", "|---|---|---|---|---|---|---|---|"]
+    for crop in crops_in(results):
+        ends = {}
+        for (row, output), label in LABELS.items():
+            run = results["runs"].get(f"{crop}/{row}")
+            if run is None or output not in run.get("outputs", {}):
+                continue
+            values = run["outputs"][output]
+            ends[(row, output)] = values["psnr"]
+            gains = ["", "", ""]
+            if output == "mean":
+                gains = [_fmt(None if ends.get(base) is None else values["psnr"] - ends[base],
+                              "{:+.2f}")
+                         for base in (("dip", "last"), ("dip", "ema"), ("adam", "last"))]
+            lines.append(f"| {crop} | {label} | {_best(values)} | {values['psnr']:.2f} "
+                         f"| {values['best_psnr'] - values['psnr']:.2f} | {' | '.join(gains)} |")
+    return lines if len(lines) > 2 else []
+
+
 def tuning_table(results) -> list:
     if not results["tuning"]:
         return []
-    lines = ["| crop | sampler | step size | mean PSNR at the end | best mean PSNR @ step "
-             "| last sample PSNR | 2-std coverage | ESS median | s / step |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| crop | sampler | step size | steps (burn-in) | mean PSNR at the end "
+             "| best mean PSNR @ step | last sample PSNR | 2-std coverage | ESS median | s / step |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, run in sorted(results["tuning"].items(),
                            key=lambda kv: (kv[1]["crop"], kv[1]["row"], kv[1]["learning_rate"])):
-        head = f"| {run['crop']} | {run['row']} | {run['learning_rate']:g} "
+        head = (f"| {run['crop']} | {run['row']} | {run['learning_rate']:g} "
+                f"| {run['iterations']} ({schedule(run['iterations'])['burn_in']}) ")
         if "error" in run:
             lines.append(head + f"| failed: {run['error']} | | | | | |")
             continue
@@ -412,7 +442,7 @@ def tuning_table(results) -> list:
 
 
 def write_markdown(results, path: Path) -> None:
-    m, p = results["machine"], results["protocol"]
+    m, p = results["machine"], protocol_of(results)
     v = m["versions"]
     parts = [
         "# Bayesian DIP on 64x64 denoising crops",
@@ -422,7 +452,10 @@ def write_markdown(results, path: Path) -> None:
         f"default skip net (128 channels) seeded {NET_SEED}; {p['iterations']} steps for every "
         f"row; Bayesian rows: burn-in {p['burn_in']}, a sample every {p['thin']} steps; PSNRs "
         f"logged every {p['log_every']} steps (the best PSNR is the maximum of those: an oracle "
-        f"early stop). Every row starts from the same initial weights and input.",
+        f"early stop). Every row starts from the same initial weights and input. Logged "
+        f"PSNRs of the last iterate are those of the training step's output (with the input "
+        f"jitter of the DIP and authors' recipes, i.e. the very outputs the posterior mean "
+        f"averages); the value at the end is G(z) without jitter.",
         "",
         f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, shared with other jobs while "
         f"this ran (timings are upper bounds). TensorFlow {v['tensorflow']}, Keras {v['keras']}, "
@@ -449,8 +482,12 @@ def write_markdown(results, path: Path) -> None:
     tuning = tuning_table(results)
     if tuning:
         parts += ["## Step-size tuning of the Langevin samplers (one crop)", "", *tuning, ""]
-    if results.get("notes"):
-        parts += ["## Findings", "", *results["notes"], ""]
+    shape = shape_check(results)
+    if shape:
+        parts += ["## Does the expected shape hold?", "",
+                  "Over-fitting: drop from the best logged PSNR to the PSNR at the end of the "
+                  "budget. Bayesian advantage: posterior mean minus the early-stopping rows at "
+                  "the end of the budget.", "", *shape, ""]
     path.write_text("\n".join(parts))
 
 
@@ -476,9 +513,10 @@ def curves_figure(results, path) -> None:
     crops = [c for c in crops_in(results) if any(k.startswith(c + "/") for k in results["runs"])]
     if not crops:
         return
-    cols = min(len(crops), 3)
+    cols = 2 if len(crops) in (2, 4) else min(len(crops), 3)
     rows = -(-len(crops) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.8 * cols, 9.0), 3.6 * rows + 0.8),
+                             squeeze=False)
     for ax, crop in zip(axes.flat, crops):
         for (row, output), style in CURVE_STYLE.items():
             run = results["runs"].get(f"{crop}/{row}")
@@ -491,7 +529,7 @@ def curves_figure(results, path) -> None:
         if baseline:
             ax.axhline(baseline["psnr"], color="black", ls="--", lw=1.0, label="CBM3D")
             ax.axhline(baseline["noisy_psnr"], color="black", ls=":", lw=1.0, label="noisy")
-        ax.axvline(results["protocol"]["burn_in"], color="tab:red", ls=":", lw=0.8)
+        ax.axvline(protocol_of(results)["burn_in"], color="tab:red", ls=":", lw=0.8)
         ax.set_title(f"{crop} (64x64, sigma 25)", fontsize=10)
         ax.set_xlabel("iteration")
         ax.set_ylabel("PSNR (dB)")
@@ -499,8 +537,8 @@ def curves_figure(results, path) -> None:
     for ax in list(axes.flat)[len(crops):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.06, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.7 / (3.6 * rows + 0.8), 1, 1))
     save_figure(fig, str(path))
 
 
@@ -538,7 +576,7 @@ def panel_figure(results, images, crop, path) -> None:
         ax.set_title(title, fontsize=9)
         ax.axis("off")
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-    p = results["protocol"]
+    p = protocol_of(results)
     fig.suptitle(f"{crop}: the authors' SGLD recipe, {p['iterations']} steps, burn-in "
                  f"{p['burn_in']}, thin {p['thin']}", fontsize=10)
     fig.tight_layout()

@@ -87,6 +87,11 @@ def test_sample_is_deterministic_per_seed_and_differs_across_seeds(bayesian_run)
     np.testing.assert_array_equal(loaded.sample(int64(7))["image"].numpy(), first)
     other = loaded.sample(int64(8))["image"].numpy()
     assert np.abs(other - first).max() > 1e-4
+    # The draw is crop(G(z + s eps)) with eps the stateless normal keyed on [seed, 0].
+    eps = tf.random.stateless_normal(tf.shape(dip.z), seed=tf.constant([7, 0], tf.int64))
+    (top, left), (height, width, _) = dip.crop_offset, dip.image_shape
+    jittered = dip.generator(dip.z + dip.input_noise_std * eps, training=True).numpy()
+    np.testing.assert_allclose(first, jittered[:, top:top + height, left:left + width], atol=1e-5)
     # The default noise level is the run's input jitter std; with no noise, a draw is G(z).
     explicit = loaded.signatures["sample_with_noise_std"](
         seed=int64(7), noise_std=tf.constant(dip.input_noise_std, tf.float32))["image"]
@@ -98,15 +103,15 @@ def test_sample_is_deterministic_per_seed_and_differs_across_seeds(bayesian_run)
 def test_sample_statistics_match_in_process_jittered_outputs(bayesian_run):
     dip, folder = bayesian_run
     loaded = tf.saved_model.load(folder)
-    draws = 48
+    draws = 64
     noise_std = tf.constant(dip.input_noise_std, tf.float32)
     exported = np.stack([loaded.sample(int64(seed))["image"].numpy()[0] for seed in range(draws)])
     in_process = np.stack([dip(noise_std).numpy()[0] for _ in range(draws)])
     exported_std, in_process_std = exported.std(axis=0), in_process.std(axis=0)
-    # The jitter spreads the outputs, and by as much in both: the mean std agrees to 20 %
-    # (its Monte-Carlo error over 48 draws is a few per cent).
+    # The jitter spreads the outputs, and by as much in both: the mean std agrees to 25 %
+    # (over 64 draws its Monte-Carlo error is about 10 %: pixels move together).
     assert in_process_std.mean() > 1e-3
-    assert exported_std.mean() == pytest.approx(in_process_std.mean(), rel=0.2)
+    assert exported_std.mean() == pytest.approx(in_process_std.mean(), rel=0.25)
     # Per-pixel means differ by Monte-Carlo error only: z-scores of the difference have an
     # RMS near 1 (pixels are correlated, hence the loose band), far below that of a 2x noise level.
     standard_error = np.sqrt((exported.var(axis=0) + in_process.var(axis=0)) / draws)

@@ -84,7 +84,7 @@ class Covariance(abc.ABC):
         lo, hi = lattice.window(offsets)
         tabulate = tf.logical_and(
             tf.reduce_all(tf.equal(offsets, tf.round(offsets))),
-            tf.reduce_prod(hi - lo + 1) <= tf.size(offsets) // 2)
+            tf.reduce_prod(tf.cast(hi - lo + 1, tf.int64)) <= tf.size(offsets, tf.int64) // 2)
         return tf.cond(tabulate, lambda: self._tabulated(offsets, lo, hi, example_ndims),
                        lambda: self.moments(offsets, example_ndims).value)
 

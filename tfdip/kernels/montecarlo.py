@@ -134,7 +134,7 @@ def monte_carlo_covariance(spec, num_nets: int = 64, image_size: int = 32, max_o
         raise TfdipError(f"image_size {image_size} is not a multiple of {spec.size_multiple}, "
                          "which this architecture needs")
     model = spec.build()
-    forward = tf.function(lambda x: model(x, training=False))
+    forward = tf.function(model, autograph=False)
     rng = np.random.default_rng(seed)
     output_mean = 0.5 if spec.need_sigmoid else 0.0
     shape = (images_per_net, image_size, image_size, spec.input_channels)

@@ -381,3 +381,19 @@ def test_bad_input_raises_tfdip_errors():
         InputNoise()(tf.zeros([4, 3]))
     with pytest.raises(TfdipError, match="up-sampling"):
         Upsample(InputNoise(), 2, "bicubic")
+
+
+def test_plot_kernel_writes_a_figure(tmp_path):
+    import matplotlib.image
+
+    from tfdip.kernels import plot_kernel
+
+    path = plot_kernel(ConvStackSpec(depth=2), tmp_path / "nested" / "kernel.png", max_offset=4,
+                       input_smoothing=1.0)
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+    assert image[..., :3].std() > 0.05  # something was drawn
+    with pytest.raises(TfdipError, match="suffixes"):
+        plot_kernel(ConvStackSpec(), tmp_path / "kernel.xyz")
+    with pytest.raises(TfdipError, match="max_offset"):
+        plot_kernel(ConvStackSpec(), tmp_path / "kernel.png", max_offset=0)

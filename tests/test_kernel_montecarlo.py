@@ -57,8 +57,9 @@ def test_relu_stack_with_bias_input_mean_and_smoothing():
     assert comparison.relative_error < 3 * comparison.statistical_error
 
 
-def test_torch_initialisation_variances():
-    spec = ConvStackSpec(input_channels=32, channels=128, depth=2, activation="relu", init="torch",
+@pytest.mark.parametrize("init", ["torch", "keras"])
+def test_initialisation_variances(init):
+    spec = ConvStackSpec(input_channels=32, channels=128, depth=2, activation="relu", init=init,
                          output_channels=16)
     comparison = run(spec, 48, seed=3)
     assert comparison.relative_error < 3 * comparison.statistical_error

@@ -9,7 +9,8 @@ from numpy.polynomial.hermite_e import hermegauss
 from scipy import integrate, special, stats
 
 from tfdip.errors import TfdipError
-from tfdip.kernels import InputNoise, channel_average, kernel_of, maps, offset_grid
+from tfdip.kernels import (InputNoise, channel_average, kernel_of, maps, offset_grid,
+                           sample_input)
 from tfdip.kernels.algebra import Activation, Upsample
 from tfdip.nets import ConvStackSpec, SkipSpec
 from tfdip.nets.layers import Resize2D
@@ -200,8 +201,6 @@ def empirical_products(fields, radius):
 
 
 def smooth_fields(rng, shape, variance, mean, smoothing):
-    from tfdip.kernels import sample_input
-
     return sample_input(shape, smoothing, variance, mean, rng).astype(np.float64)
 
 

@@ -218,10 +218,15 @@ def cmd_restore(args) -> int:
     from tfdip.errors import TfdipError
     from tfdip.restoration import restore
 
-    _check_outputs(images=(args.out, args.std_out), report=args.report, npy=args.std_npy,
-                   folder=args.export)
+    _check_outputs(images=(args.out, args.std_out), report=args.report, npy=args.std_npy)
     if (args.std_out or args.std_npy) and args.method == "sgd":
         raise TfdipError("--method sgd gives no posterior std; use --method paper, sgld or psgld")
+    if args.export:
+        from tfdip.export import check_export_target
+
+        check_export_target(args.export)
+        if args.chains > 1:
+            raise TfdipError("--export saves one chain's network; use it with --chains 1")
     if (args.export or args.checkpoint_dir or args.logdir) and args.method in ("mala", "ula"):
         raise TfdipError(f"--export, --checkpoint-dir and --logdir work with the optimizer methods "
                          f"(sgd, paper, sgld, psgld), not with --method {args.method}")

@@ -3,8 +3,8 @@
 :class:`DeepImagePrior` owns a generator ``G`` (a ``keras.Model`` from :mod:`tfdip.nets`), its fixed
 random input ``z ~ U(0, 0.1)`` of shape (1, Hp, Wp, C_in), a physics object (forward operator ``A``
 and noise model) and the observation ``y``. ``Hp, Wp`` are the image size rounded up to the
-generator's size multiple (2^levels) and at least its minimum size; the output is centre-cropped back to (H, W), so any image size
-works and the padded border is left free.
+generator's size multiple (2^levels) and at least its minimum size; the output is centre-cropped
+back to (H, W), so any image size works and the padded border is left free.
 
 One training step (inside ``tf.function``), at step t with weights w_t:
 
@@ -140,9 +140,10 @@ class DeepImagePrior(keras.Model):
         z = self.z
         if inputs is not None:
             z = z + inputs * keras.random.normal(tf.shape(z), seed=self.jitter_seed)
-        return self._crop(self.generator(z, training=True))
+        return self.crop(self.generator(z, training=True))
 
-    def _crop(self, x):
+    def crop(self, x):
+        """Centre crop of a generator output (N, Hp, Wp, C) to the image size (N, H, W, C)."""
         top, left = self.crop_offset
         height, width, _ = self.image_shape
         return x[:, top:top + height, left:left + width, :]
@@ -160,7 +161,7 @@ class DeepImagePrior(keras.Model):
             z = z + self.input_noise_std * keras.random.normal(tf.shape(z), seed=self.jitter_seed)
         weights = self.generator.trainable_variables
         with tf.GradientTape() as tape:
-            x_hat = self._crop(self.generator(z, training=True))
+            x_hat = self.crop(self.generator(z, training=True))
             loss = self._loss(x_hat)
         grads = tape.gradient(loss, weights)
 
@@ -260,7 +261,7 @@ class DeepImagePrior(keras.Model):
             return self.moments.mean.numpy()
         raise TfdipError(f"unknown restoration {which!r}; use 'last', 'ema' or 'mean'")
 
-    def export(self, directory, overwrite=False):
+    def export(self, directory, *, overwrite=False):
         """Write a self-contained TF SavedModel of this restoration (see :mod:`tfdip.export`)."""
         from tfdip.export import export_dip
 

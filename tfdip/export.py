@@ -70,7 +70,7 @@ class ExportedRestoration(tf.Module):
         self.posterior_samples = _copy(dip.moments.count, "posterior_samples")
         self.ema = _copy(dip.ema, "ema")
         self._generator = generator.stateless_call
-        self._crop = dip._crop
+        self._crop = dip.crop
         self.serving_default = self.restore
 
     def _render(self, z):

@@ -22,7 +22,7 @@ def restore_mcmc(observation, physics, recipe, *, net="skip", net_options=None, 
     sigma = recipe.likelihood_sigma
 
     def log_likelihood(x_hat):
-        return physics.log_likelihood(dip.y, dip._crop(x_hat), sigma=sigma)
+        return physics.log_likelihood(dip.y, dip.crop(x_hat), sigma=sigma)
 
     num_results = (recipe.iterations - recipe.burn_in) // recipe.thin
     start = time.perf_counter()

@@ -150,6 +150,20 @@ def test_net_accepts_any_multiple_of_size_multiple(height, width):
     assert np.all((y > 0) & (y < 1)) and y.std() > 0
 
 
+def test_min_size_is_the_smallest_size_reflection_padding_allows():
+    seeded()
+    spec = SkipSpec(**SMALL)
+    net = spec.build()
+    assert spec.min_size == 2 * spec.size_multiple == 16
+    assert net(code((1, spec.min_size, spec.min_size, 32))).shape[1:3] == (16, 16)
+    too_small = spec.min_size - spec.size_multiple
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        net(code((1, too_small, too_small, 32)))
+    zero_padded = SkipSpec(**SMALL, pad="zero")
+    assert zero_padded.min_size == 8
+    assert zero_padded.build()(code((1, 8, 8, 32))).shape[1:3] == (8, 8)
+
+
 def test_one_traced_function_serves_several_sizes():
     seeded()
     net = SkipSpec(**SMALL).build()

@@ -10,7 +10,7 @@ from tfdip.physics import Denoising
 from tfdip.recipes import make_recipe
 from tfdip.restoration import make_dip, restore
 
-TINY = dict(channels_down=(8, 8, 8), channels_up=(8, 8, 8), channels_skip=(2, 2, 2))
+TINY = dict(channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2))
 
 
 def _events(logdir):

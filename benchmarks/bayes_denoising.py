@@ -11,7 +11,8 @@ steps (130 samples). Rows (``ROWS``):
 - ``dip``    the DIP recipe (``sgd``: input jitter 1/30, EMA 0.99, roll-back), last iterate and EMA;
 - ``paper``  the GP-DIP authors' recipe (Adam + weight noise), posterior mean and last sample;
 - ``psgld``, ``sgld``  the Langevin samplers on the Gaussian likelihood with the known sigma,
-  posterior mean, at the step size picked by ``--tune`` on one crop.
+  posterior mean, at the step size picked by ``--tune`` on one crop (``house``, 1000-step runs:
+  pSGLD 1e-3, SGLD 1e-5; see the tuning table).
 
 Per row: PSNR and SSIM at the end of the budget, the best logged PSNR and its step (what an
 oracle early stop would give), seconds per step; for the Bayesian rows the calibration of the
@@ -21,13 +22,16 @@ posterior std (:func:`tfdip.inference.calibration.uncertainty_report`: std/|erro
 
 Runs are cached one (crop, row, step size) at a time in ``results/bayes_denoising.json`` (numbers
 and curves) and ``results/bayes_denoising.npz`` (the restored images, float16), so an interrupted
-benchmark resumes where it stopped and a partial run still gives tables and figures.
+benchmark resumes where it stopped, a partial run still gives tables and figures, and several
+processes (e.g. one per row) can fill the same cache.
 
 Usage::
 
     python benchmarks/bayes_denoising.py --crops house --rows adam dip paper
-    python benchmarks/bayes_denoising.py --tune psgld --crops house --learning-rates 1e-4 1e-3
-    python benchmarks/bayes_denoising.py --crops house lena --rows psgld --learning-rate psgld=1e-3
+    python benchmarks/bayes_denoising.py --tune psgld --crops house --learning-rates 1e-4 1e-3 \
+        --iterations 1000
+    python benchmarks/bayes_denoising.py --crops house lena --rows psgld sgld \
+        --learning-rate psgld=1e-3 sgld=1e-5
     python benchmarks/bayes_denoising.py --report        # tables and figures from the cache only
 """
 from __future__ import annotations
@@ -38,9 +42,19 @@ import json
 import os
 import platform
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+
+from tfdip import restore
+from tfdip.inference.calibration import uncertainty_report
+from tfdip.io import read_image, write_json
+from tfdip.metrics import psnr, ssim
+from tfdip.physics import Denoising
+from tfdip.viz import save_figure
+
+import matplotlib.pyplot as plt  # noqa: E402 - after tfdip.viz, which selects the Agg backend
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "denoising"
@@ -81,16 +95,12 @@ BAYESIAN_ROWS = ("paper", "psgld", "sgld")
 
 def crop_box(name: str) -> list:
     """[top, left, height, width] of the centre SIZE x SIZE crop in the named image."""
-    from tfdip.io import read_image
-
     height, width = read_image(DATA / CROPS[name][0]).pixels.shape[:2]
     return [(height - SIZE) // 2, (width - SIZE) // 2, SIZE, SIZE]
 
 
 def clean_crop(name: str) -> np.ndarray:
     """The centre SIZE x SIZE crop of the named image, float32 (SIZE, SIZE, 3) in [0, 1]."""
-    from tfdip.io import read_image
-
     top, left, height, width = crop_box(name)
     image = read_image(DATA / CROPS[name][0]).pixels
     return np.ascontiguousarray(image[top:top + height, left:left + width])
@@ -98,8 +108,6 @@ def clean_crop(name: str) -> np.ndarray:
 
 def problem(name: str):
     """(clean, noisy, physics) for a crop: y = clip(x + N(0, SIGMA^2), 0, 1), seed NOISE_SEED."""
-    from tfdip.physics import Denoising
-
     physics = Denoising(SIGMA)
     clean = clean_crop(name)
     return clean, physics.simulate(clean, seed=NOISE_SEED), physics
@@ -124,13 +132,11 @@ def load_images(out: Path) -> dict:
 
 def cache_result(out: Path, section: str, key: str, record: dict, images: dict,
                  iterations: int) -> None:
-    """Add one result (and its images, stored as float16) to the cache in ``out``.
+    """Add one result (and its images, stored as float16; none for tuning runs) to the cache.
 
     Read-modify-write under an exclusive lock, so several benchmark processes can fill the same
     cache; both files are replaced atomically (temporary file, then rename).
     """
-    from tfdip.io import write_json
-
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"{NAME}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -141,7 +147,8 @@ def cache_result(out: Path, section: str, key: str, record: dict, images: dict,
             results["protocol"] = protocol(iterations)
         write_json(out / f"{NAME}.json", results)
         if images:
-            stored = load_images(out)
+            stored = {name: image for name, image in load_images(out).items()
+                      if "@" not in name}  # images of tuning runs are not kept
             stored.update({f"{key}/{name}": np.asarray(image, np.float16)
                            for name, image in images.items()})
             tmp = out / f"{NAME}.tmp.npz"
@@ -154,27 +161,19 @@ def tuning_key(crop: str, row: str, learning_rate: float, iterations: int) -> st
 
 
 def machine() -> dict:
-    """CPU model, core count, load and library versions of this machine."""
-    import bm3d
-    import keras
-    import skimage
-    import tensorflow as tf
-    import tensorflow_probability as tfp
-
+    """CPU model, core count, platform and library versions of this machine."""
     cpu = "unknown"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                     if line.startswith("model name")), cpu)
-    versions = {"python": platform.python_version(), "numpy": np.__version__,
-                "tensorflow": tf.__version__, "keras": keras.__version__,
-                "tensorflow_probability": tfp.__version__, "scikit-image": skimage.__version__}
-    try:
-        from importlib.metadata import version
-
-        versions["bm3d"] = version("bm3d")
-    except Exception:  # noqa: BLE001 - the version is informative only
-        versions["bm3d"] = getattr(bm3d, "__version__", "unknown")
+    versions = {"python": platform.python_version()}
+    for package in ("numpy", "tensorflow", "keras", "tensorflow-probability", "scikit-image",
+                    "bm3d"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
             "versions": versions,
             "note": "shared machine: other jobs ran at the same time, so timings are upper bounds"}
@@ -207,10 +206,6 @@ def protocol(iterations: int) -> dict:
 def run_row(crop: str, row: str, learning_rate: float | None = None,
             iterations: int = ITERATIONS) -> tuple[dict, dict]:
     """Restore the crop with one row's recipe; (numbers and curves, images)."""
-    from tfdip import restore
-    from tfdip.inference.calibration import uncertainty_report
-    from tfdip.metrics import psnr, ssim
-
     clean, noisy, physics = problem(crop)
     options = dict(ROWS[row]["restore"])
     plan = schedule(iterations)
@@ -256,9 +251,7 @@ def run_row(crop: str, row: str, learning_rate: float | None = None,
 
 def run_cbm3d(crop: str) -> tuple[dict, np.ndarray]:
     """CBM3D (bm3d.bm3d_rgb, default profile, opponent colour space) with the true sigma."""
-    import bm3d
-
-    from tfdip.metrics import psnr, ssim
+    import bm3d  # only here: the rest runs without it
 
     clean, noisy, _ = problem(crop)
     start = time.perf_counter()
@@ -290,7 +283,7 @@ def run_all(out: Path, crops, rows, learning_rates: dict, iterations: int, tune:
                 record, images = {"crop": crop, "row": row, "learning_rate": rate,
                                   "iterations": iterations,
                                   "error": f"{type(error).__name__}: {error}"}, {}
-            cache_result(out, section, key, record, images, iterations)
+            cache_result(out, section, key, record, {} if tune else images, iterations)
             if "error" in record:
                 print(f"{key} failed: {record['error']}", flush=True)
                 continue
@@ -459,7 +452,7 @@ def write_markdown(results, path: Path) -> None:
         "",
         f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, shared with other jobs while "
         f"this ran (timings are upper bounds). TensorFlow {v['tensorflow']}, Keras {v['keras']}, "
-        f"TFP {v['tensorflow_probability']}, bm3d {v['bm3d']}, Python {v['python']}.",
+        f"TFP {v['tensorflow-probability']}, bm3d {v['bm3d']}, Python {v['python']}.",
         "",
         "Crops: " + "; ".join(
             f"{c} ({CROPS[c][0]}, rows/cols from {crop_box(c)[0]}/{crop_box(c)[1]}: "
@@ -506,10 +499,6 @@ CURVE_STYLE = {
 
 def curves_figure(results, path) -> None:
     """PSNR against iteration for every crop (one panel each), like the paper's Figure 4."""
-    import matplotlib.pyplot as plt
-
-    from tfdip.viz import save_figure
-
     crops = [c for c in crops_in(results) if any(k.startswith(c + "/") for k in results["runs"])]
     if not crops:
         return
@@ -545,10 +534,6 @@ def curves_figure(results, path) -> None:
 def panel_figure(results, images, crop, path) -> None:
     """clean / noisy / DIP recipe's EMA / posterior mean / posterior std / |error| for one crop,
     all at the end of the budget."""
-    import matplotlib.pyplot as plt
-
-    from tfdip.viz import save_figure
-
     needed = [f"{crop}/dip/ema", f"{crop}/paper/mean", f"{crop}/paper/std"]
     if not all(k in images for k in needed):
         return
@@ -586,10 +571,6 @@ def panel_figure(results, images, crop, path) -> None:
 
 def calibration_figure(results, path) -> None:
     """Observed against nominal coverage of the central intervals mean +- z std."""
-    import matplotlib.pyplot as plt
-
-    from tfdip.viz import save_figure
-
     fig, ax = plt.subplots(figsize=(4.4, 4.2))
     drawn = False
     styles = {"paper": "tab:red", "psgld": "tab:green", "sgld": "tab:purple"}
@@ -662,7 +643,6 @@ def main(argv=None) -> None:
     parser.add_argument("--panel", choices=list(CROPS), help="crop of the image panel figure")
     parser.add_argument("--report", action="store_true", help="only write tables and figures")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not args.report:
         if args.tune and not args.learning_rates:
             raise SystemExit("--tune needs --learning-rates")

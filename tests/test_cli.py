@@ -179,3 +179,16 @@ def test_kernel_command_draws_a_figure(tmp_path):
                "--plot", plot) == 0
     with Image.open(plot) as figure:
         assert figure.format == "PNG" and figure.size[0] > 200
+
+
+def test_demo_writes_the_files_a_person_looks_at(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run("demo", "--out", out, "--iterations", 12, "--quiet") == 0
+    for name in ("clean.png", "observation.png", "restored.png", "last_iterate.png", "std.png",
+                 "comparison.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    clean, noisy = io.read_image(out / "clean.png").pixels, io.read_image(out / "observation.png")
+    assert report["psnr_observed"] == pytest.approx(metrics.psnr(noisy.pixels, clean), abs=0.1)
+    assert report["samples"] > 0 and 0 <= report["coverage_2std"] <= 1
+    assert "posterior mean" in capsys.readouterr().out

@@ -79,8 +79,8 @@ CROPS = {
     "kodim01": ("kodim01.png", "stone wall and a red door"),
 }
 
-#: row name -> arguments of tfdip.restore and which logged PSNR curves it reports.
-#: ``curves`` maps an output name to its History key; the first one is the row's result.
+#: row name -> arguments of tfdip.restore and the outputs it reports: ``curves`` maps an output
+#: (``last``, ``ema`` or posterior ``mean``) to the History key of its logged PSNR.
 ROWS = {
     "adam": {"restore": {"method": "sgd", "input_noise_std": 0.0}, "curves": {"last": "psnr"}},
     "dip": {"restore": {"method": "sgd"}, "curves": {"last": "psnr", "ema": "psnr_ema"}},
@@ -218,9 +218,9 @@ def run_row(crop: str, row: str, learning_rate: float | None = None,
     steps = [plan["log_every"] * (i + 1) for i in range(len(history["psnr"]))]
     finals = {"last": result.last, "ema": result.ema,
               "mean": result.image if result.std is not None else None}
-    outputs = {}
+    outputs, images = {}, {}
     for output, key in ROWS[row]["curves"].items():
-        image = np.clip(finals[output], 0.0, 1.0)
+        image = images[output] = np.clip(finals[output], 0.0, 1.0)
         curve = [float(v) for v in history[key]]
         final = psnr(image, clean)
         # psnr_mean is logged as 0 before the first posterior sample
@@ -234,7 +234,6 @@ def run_row(crop: str, row: str, learning_rate: float | None = None,
               "seconds": result.seconds, "load_average_at_start": load,
               "rollbacks": result.rollbacks, "steps": steps, "outputs": outputs,
               "final_loss": float(history["loss"][-1]) if history.get("loss") else None}
-    images = {output: np.clip(finals[output], 0, 1) for output in outputs}
     if result.std is not None:
         report = uncertainty_report(result.image, result.std, clean)
         record["samples"] = result.samples

@@ -250,6 +250,10 @@ def machine() -> dict:
         info["cpu_flags"] = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx2")))
     except (OSError, StopIteration):
         pass
+    try:  # the scheduling group's priority (Linux autogroups), if the run was shielded
+        info["autogroup"] = Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        pass
     try:
         meminfo = Path("/proc/meminfo").read_text().splitlines()[0].split()
         info["memory_gb"] = round(int(meminfo[1]) / 2 ** 20, 1)
@@ -269,8 +273,14 @@ def measure(name: str, size: int, steps: int, args) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **variant.get("env", {})}
     command = [sys.executable, __file__, "--worker", name, "--size", str(size), "--steps",
                str(steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
     record = {"variant": name, "size": size, "load_before": os.getloadavg()[0]}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env,
+                              timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        record["error"] = f"timed out after {args.timeout} s"
+        print(f"  {name:20s} {size:4d}px  {record['error']}", flush=True)
+        return record
     if done.returncode != 0:
         record["error"] = (done.stderr.strip().splitlines() or ["failed"])[-1]
         print(f"  {name:20s} {size:4d}px  failed: {record['error']}", flush=True)
@@ -325,7 +335,8 @@ def markdown(report: dict) -> str:
         f"{m.get('memory_gb', '?')} GB; {m.get('platform')}; Python {m.get('python')}, "
         f"TensorFlow {m.get('tensorflow')}, Keras {m.get('keras')}, PyTorch {m.get('torch')}, "
         f"NumPy {m.get('numpy')}. Measured {report['date']}; load average "
-        f"{report['load_before']:.2f} before, {report['load_after']:.2f} after.",
+        f"{report['load_before']:.2f} before, {report['load_after']:.2f} after; scheduling group "
+        f"`{m.get('autogroup', 'unknown')}`.",
         "",
         "| size | tfdip (ms) | PyTorch (ms) | PyTorch / tfdip |",
         "|---|---|---|---|",
@@ -401,6 +412,8 @@ def main() -> None:
                         help="timed steps, one count or one per size")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1200,
+                        help="seconds before one (variant, size) run is abandoned")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat the sweep; each (variant, size) reports its least disturbed "
                              "round (smallest median)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -27,7 +27,6 @@ from tfdip.gp.fit import FitSummary, fit_prior
 from tfdip.gp.prior import DTYPE, GPPrior, cholesky_with_jitter, resolve_kernel
 
 tfd = tfp.distributions
-tfpk = tfp.math.psd_kernels
 
 INITIAL_LENGTH_SCALE = 2.0
 """Starting length scale of the named kernels, in pixels."""

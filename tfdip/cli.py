@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--kernel", default="rbf",
                     help="rbf, matern12, matern32, matern52 or dip (the analytic kernel of the "
                          "2-level, 1024-channel skip net of the paper's GP experiment)")
+    gp.add_argument("--mean", choices=("constant", "zero"), default="constant",
+                    help="prior mean: one fitted constant per channel, or zero (the paper's "
+                         "DIP-kernel setting)")
     gp.add_argument("--no-fit", action="store_true", help="keep the starting hyper-parameters")
     gp.add_argument("-o", "--out", required=True)
     gp.add_argument("--std-out", help="colour-mapped posterior std map (.png)")
@@ -382,7 +385,7 @@ def cmd_gp(args) -> int:
     mask = io.read_mask(args.mask, observed.pixels.shape[:2]) if args.mask else None
     sigma = None if args.sigma is None else _sigma01(args.sigma)
     result = gp_restore(observed.pixels, mask=mask, sigma=sigma, kernel=args.kernel,
-                        fit=not args.no_fit)
+                        fit=not args.no_fit, mean=args.mean)
     io.write_image(args.out, result.mean, alpha=observed.alpha, bit_depth=observed.bit_depth)
     if args.std_out:
         io.write_image(args.std_out, colormap(result.std))

@@ -45,6 +45,11 @@ def padded_size(size: int, multiple: int) -> int:
     return int(math.ceil(size / multiple) * multiple)
 
 
+def _copy(sources, targets):
+    """Assign every source variable's value to its target variable (one grouped op)."""
+    return tf.group([target.assign(source) for source, target in zip(sources, targets)])
+
+
 class DeepImagePrior(keras.Model):
     """Deep Image Prior restoration of one image, trained with ``compile()`` / ``fit()``.
 
@@ -171,12 +176,11 @@ class DeepImagePrior(keras.Model):
             good &= ~(psnr_obs < self.last_good_psnr - self.rollback_db)
         good_f = tf.cast(good, loss.dtype)
 
-        for shadow, w in zip(self.shadow, weights):
-            shadow.assign(tf.where(good, w, shadow))
+        # One copy of the weights per good step (into the shadow), one per roll-back (out of it).
+        tf.cond(good, lambda: _copy(weights, self.shadow), tf.no_op)
         safe_grads = [tf.where(good, g, tf.zeros_like(g)) for g in grads]
         self.optimizer.apply_gradients(zip(safe_grads, weights))
-        for shadow, w in zip(self.shadow, weights):
-            w.assign(tf.where(good, w, shadow))
+        tf.cond(good, tf.no_op, lambda: _copy(self.shadow, weights))
         self.rollbacks.assign_add(1 - tf.cast(good, tf.int64))
         self.last_good_psnr.assign(tf.where(good, psnr_obs, self.last_good_psnr))
 

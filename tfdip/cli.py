@@ -74,9 +74,10 @@ def _positive_int(text):
 
 def _add_restoration_options(parser):
     parser.add_argument("-o", "--out", required=True, help="restored image (.png/.jpg/.tif/.npy)")
-    parser.add_argument("--method", choices=METHODS, default="sgd",
-                        help="sgd: DIP baseline; paper: the GP-DIP authors' recipe; sgld/psgld: "
-                             "Langevin on the weights; mala/ula: TFP MCMC (default: sgd)")
+    parser.add_argument("--method", choices=METHODS, default="psgld",
+                        help="psgld (default): preconditioned Langevin on the weights, posterior "
+                             "mean and std; sgd: the DIP baseline (early stopping); paper: the "
+                             "GP-DIP authors' recipe; sgld: plain Langevin; mala/ula: TFP MCMC")
     parser.add_argument("--iterations", type=_positive_int, help="training steps (method default)")
     parser.add_argument("--lr", type=float, help="learning rate / Langevin step size")
     parser.add_argument("--seed", type=int, default=0)

@@ -109,7 +109,7 @@ def _expected_samples(recipe) -> int:
     return (recipe.iterations - recipe.burn_in + recipe.thin - 1) // recipe.thin
 
 
-def restore(observation, physics, *, method="sgd", iterations=None, learning_rate=None,
+def restore(observation, physics, *, method="psgld", iterations=None, learning_rate=None,
             net="skip", net_options=None, reference=None, seed=0, burn_in=None, thin=None,
             chains=1, input_noise_std=None, log_every=None, callbacks=None, verbose=0,
             checkpoint_dir=None, checkpoint_every=None, resume=False,

@@ -577,7 +577,8 @@ def calibration_figure(results, path) -> None:
         if "calibration" not in run:
             continue
         c = run["calibration"]
-        ax.plot(c["levels"], c["observed"], marker=".", color=styles[run["row"]], alpha=0.7,
+        ax.plot(c["levels"], c["observed"], marker="osD^v"[list(CROPS).index(run["crop"])],
+                markersize=3, color=styles[run["row"]], alpha=0.7,
                 label=f"{run['row']} ({run['crop']})")
         drawn = True
     if not drawn:

@@ -73,7 +73,8 @@ def chain_diagnostics(samples, *, has_chain_axis: bool = True, max_pixels: int |
         ess = tfp.mcmc.effective_sample_size(
             pixels if num_chains > 1 else pixels[:, 0], filter_beyond_positive_pairs=True,
             cross_chain_dims=1 if num_chains > 1 else None).numpy()
-    ess = np.where(np.isfinite(ess), ess, 0.0)  # chains stuck at a value: no effective draws
+    # Chains stuck at a value have no effective draws; Geyer truncation can dip below 0 on short runs.
+    ess = np.clip(np.where(np.isfinite(ess), ess, 0.0), 0.0, None)
     rhat_max = None
     if num_chains > 1:
         rhat = tfp.mcmc.potential_scale_reduction(pixels, independent_chain_ndims=1).numpy()

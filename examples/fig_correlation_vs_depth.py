@@ -23,7 +23,8 @@ import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tfdip.kernels import kernel_of, monte_carlo_covariance
+from tfdip.kernels import (DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, InputNoise, kernel_of,
+                           monte_carlo_covariance)
 from tfdip.nets import ConvStackSpec, SkipSpec
 
 MAX_DISTANCE = 10
@@ -45,7 +46,9 @@ def analytic_curve(spec, inputs, image_size=None):
     """Correlation along a row at real distances 0 .. MAX_DISTANCE."""
     distance = np.linspace(0.0, MAX_DISTANCE, 201)
     offsets = tf.constant(np.stack([np.zeros_like(distance), distance], axis=-1))
-    cov = kernel_of(spec, image_size=image_size, **inputs)
+    inputs = dict(dict(input_variance=DIP_INPUT_VARIANCE, input_mean=DIP_INPUT_MEAN), **inputs)
+    code = InputNoise(inputs["input_variance"], inputs["input_mean"], inputs["input_smoothing"])
+    cov = kernel_of(spec.build(), code, image_size=image_size)
     return distance, cov.correlation(offsets).numpy()
 
 

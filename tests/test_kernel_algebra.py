@@ -103,7 +103,7 @@ def test_leaky_relu_with_slope_one_is_the_identity():
 def white_noise_two_layer(activation):
     """conv-act-conv on unit white noise, sigma_w = 1, no bias (reference.md section 5)."""
     spec = ConvStackSpec(depth=1, activation=activation, sigma_w=1.0, sigma_b=0.0)
-    return kernel_of(spec, input_variance=1.0, input_mean=0.0)
+    return kernel_of(spec.build(), InputNoise(1.0, 0.0))
 
 
 def test_sanity_values_erf():
@@ -281,24 +281,24 @@ def test_batch_norm_on_a_small_image_is_closer_with_the_image_mean():
 
 def test_depth_and_input_smoothing_lengthen_the_correlation():
     offset = tf.constant([0.0, 3.0], tf.float64)
-    correlations = [kernel_of(ConvStackSpec(depth=d), input_smoothing=1.0, input_variance=1.0,
-                              input_mean=0.0).correlation(offset).numpy() for d in (1, 2, 3, 4)]
+    correlations = [kernel_of(ConvStackSpec(depth=d).build(), InputNoise(1.0, 0.0, 1.0))
+                    .correlation(offset).numpy() for d in (1, 2, 3, 4)]
     assert np.all(np.diff(correlations) > 0)
-    by_smoothing = [kernel_of(ConvStackSpec(depth=2), input_smoothing=s, input_variance=1.0,
-                              input_mean=0.0).correlation(offset).numpy() for s in (0.5, 1, 2, 4)]
+    by_smoothing = [kernel_of(ConvStackSpec(depth=2).build(), InputNoise(1.0, 0.0, s))
+                    .correlation(offset).numpy() for s in (0.5, 1, 2, 4)]
     assert np.all(np.diff(by_smoothing) > 0)
 
 
 ARCHITECTURES = {
-    "relu_stack": (ConvStackSpec(depth=3), dict(input_smoothing=1.5)),
+    "relu_stack": (ConvStackSpec(depth=3), dict(input=InputNoise.dip(1.5))),
     "erf_stack_white": (ConvStackSpec(depth=2, activation="erf", sigma_b=0.2), {}),
     "leaky_stack_sigmoid": (ConvStackSpec(depth=2, activation="leaky_relu", need_sigmoid=True),
-                            dict(input_smoothing=0.7)),
+                            dict(input=InputNoise.dip(0.7))),
     "skip_bilinear": (SkipSpec(channels_down=(16, 16), channels_up=(16, 16), channels_skip=4,
                                init="gaussian", output_channels=1), {}),
     "skip_nearest_avg": (SkipSpec(channels_down=(16, 16, 16), channels_up=(16, 16, 16),
                                   channels_skip=(0, 4, 4), upsample="nearest", downsample="avg",
-                                  init="gaussian", output_channels=1), dict(input_smoothing=1.0)),
+                                  init="gaussian", output_channels=1), dict(input=InputNoise.dip(1.0))),
     "skip_default_torch": (SkipSpec(init="torch"), {}),
     "skip_finite_image": (SkipSpec(channels_down=(16, 16), channels_up=(16, 16), channels_skip=4,
                                    init="gaussian", output_channels=1), dict(image_size=16)),
@@ -318,10 +318,14 @@ def kernel_matrix(cov, points):
     return cov(tf.constant(points[None, :, :] - points[:, None, :])).numpy()
 
 
+def architecture_kernel(name):
+    spec, kwargs = ARCHITECTURES[name]
+    return kernel_of(spec.build(), **kwargs)
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_kernel_matrices_are_positive_definite(name):
-    spec, kwargs = ARCHITECTURES[name]
-    cov = kernel_of(spec, **kwargs)
+    cov = architecture_kernel(name)
     rng = np.random.default_rng(4)
     for points in (grid_points(16), rng.uniform(0.0, 12.0, (120, 2))):  # lattice and real coordinates
         matrix = kernel_matrix(cov, points)
@@ -333,8 +337,7 @@ def test_kernel_matrices_are_positive_definite(name):
 
 def test_real_offsets_are_exact_for_pointwise_architectures_and_interpolate_lattice_ones():
     offsets = tf.constant([[0.25, 1.5], [2.0, -0.75]], tf.float64)
-    stack = kernel_of(ConvStackSpec(depth=2), input_smoothing=1.2, input_variance=1.0,
-                      input_mean=0.0)
+    stack = kernel_of(ConvStackSpec(depth=2).build(), InputNoise(1.0, 0.0, 1.2))
     squared = np.sum(offsets.numpy() ** 2, axis=-1)
     first = np.exp(-squared / (4 * 1.2 ** 2))  # the first conv's covariance, then two ReLU maps
     relu = lambda k12, k0: evaluate(maps.relu, (k0, k12, k0))
@@ -350,29 +353,27 @@ def test_real_offsets_are_exact_for_pointwise_architectures_and_interpolate_latt
 
 
 def test_float32_and_float64_agree():
-    spec, kwargs = ARCHITECTURES["skip_bilinear"]
-    cov = kernel_of(spec, **kwargs)
+    cov = architecture_kernel("skip_bilinear")
     np.testing.assert_allclose(cov(offset_grid(4, tf.float32)).numpy(),
                                cov(offset_grid(4, tf.float64)).numpy(), rtol=2e-5, atol=1e-7)
     assert cov(offset_grid(1, tf.float32)).dtype == tf.float32
 
 
 def test_tabulated_and_direct_evaluations_agree():
-    spec, kwargs = ARCHITECTURES["skip_nearest_avg"]
-    cov = kernel_of(spec, **kwargs)
+    cov = architecture_kernel("skip_nearest_avg")
     points = grid_points(10)
     offsets = tf.constant(points[None] - points[:, None])
     np.testing.assert_allclose(cov(offsets), cov.moments(offsets, 2).value, rtol=1e-12)
 
 
 def test_bad_input_raises_tfdip_errors():
-    with pytest.raises(TfdipError, match="max-pool"):
+    with pytest.raises(TfdipError, match="'level0_down1_pool' .MaxPooling2D."):
         kernel_of(SkipSpec(downsample="max", init="gaussian"))
     with pytest.raises(TfdipError, match="init='gaussian'"):
         kernel_of(SkipSpec(), sigma_w=2.0)
-    with pytest.raises(TfdipError, match="erf"):
+    with pytest.raises(TfdipError, match="erf of a randomly scaled field"):
         kernel_of(SkipSpec(activation="erf", init="torch"))
-    with pytest.raises(TfdipError, match="multiples of 4"):
+    with pytest.raises(TfdipError, match="15 x 15 pixels here, not a multiple of its stride 2"):
         kernel_of(SkipSpec(channels_down=(8, 8), channels_up=(8, 8), channels_skip=2), image_size=30)
     with pytest.raises(TfdipError, match="unknown activation"):
         Activation(InputNoise(), "tanh")

@@ -20,9 +20,11 @@ def erf_stack(width, input_channels):
 
 def run(spec, num_nets, seed=1, image_size=24, max_offset=3, margin=2, **inputs):
     inputs = inputs or UNIT_INPUT
-    estimate = monte_carlo_covariance(spec, num_nets=num_nets, image_size=image_size,
+    model = spec.build()
+    estimate = monte_carlo_covariance(model, num_nets=num_nets, image_size=image_size,
                                       max_offset=max_offset, margin=margin, seed=seed, **inputs)
-    return estimate.compare(kernel_of(spec, **inputs))
+    code = InputNoise(inputs["input_variance"], inputs["input_mean"], inputs["input_smoothing"])
+    return estimate.compare(kernel_of(model, code))
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_redrawn_weights_follow_the_spec_and_the_seed():
 def test_bad_monte_carlo_requests_raise_tfdip_errors():
     with pytest.raises(TfdipError, match="num_nets"):
         monte_carlo_covariance(ConvStackSpec(channels=8), num_nets=1)
-    with pytest.raises(TfdipError, match="multiple of 4"):
+    with pytest.raises(TfdipError, match="not a multiple of its stride 2"):
         monte_carlo_covariance(SkipSpec(channels_down=(8, 8), channels_up=(8, 8), channels_skip=2),
                                image_size=30)
     with pytest.raises(TfdipError, match="too small"):

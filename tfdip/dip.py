@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdip.errors import TfdipError
+from tfdip.export import export_dip
 from tfdip.inference.moments import RunningMoments
 from tfdip.metrics import tf_psnr
 
@@ -139,13 +140,12 @@ class DeepImagePrior(keras.Model):
         return [self.loss_tracker]
 
     # ------------------------------------------------------------------ forward
-    def call(self, inputs=None, training=False):
-        """The restored image ``crop(G(z + jitter))``, shape (1, H, W, C). ``inputs`` is an input
-        jitter std (a scalar tensor) or None for the plain ``G(z)``."""
-        z = self.z
-        if inputs is not None:
-            z = z + inputs * keras.random.normal(tf.shape(z), seed=self.jitter_seed)
-        return self.crop(self.generator(z, training=True))
+    def call(self, inputs, training=False):
+        """The restoration ``crop(G(inputs))`` of an input code ``inputs`` (N, Hp, Wp, C_in),
+        shape (N, H, W, C); ``self(self.z)`` is the run's output. BatchNorm always uses the
+        statistics of the image (the generator runs in training mode whatever ``training``)."""
+        del training
+        return self.crop(self.generator(inputs, training=True))
 
     def crop(self, x):
         """Centre crop of a generator output (N, Hp, Wp, C) to the image size (N, H, W, C)."""
@@ -258,7 +258,7 @@ class DeepImagePrior(keras.Model):
         """The restoration as an (H, W, C) NumPy array: ``"last"`` (G(z) at the current weights),
         ``"ema"`` (output moving average) or ``"mean"`` (posterior mean)."""
         if which == "last":
-            return self(None).numpy()[0]
+            return self(self.z).numpy()[0]
         if which == "ema":
             return self.ema.numpy()[0]
         if which == "mean":
@@ -267,8 +267,6 @@ class DeepImagePrior(keras.Model):
 
     def export(self, directory, *, overwrite=False):
         """Write a self-contained TF SavedModel of this restoration (see :mod:`tfdip.export`)."""
-        from tfdip.export import export_dip
-
         return export_dip(self, directory, overwrite=overwrite)
 
     def checkpoint(self):

@@ -34,13 +34,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfdip.dip import DeepImagePrior
 from tfdip.errors import TfdipError
 
 IGNORED_INPUT = tf.TensorSpec(None, tf.float32, name="ignored")
 SEED = tf.TensorSpec((), tf.int64, name="seed")
 NOISE_STD = tf.TensorSpec((), tf.float32, name="noise_std")
 SAVED_MODEL_FILE = "saved_model.pb"
+RUN_STATE = ("generator", "z", "input_noise_std", "moments", "ema", "crop")
+"""What :func:`export_dip` reads of a :class:`~tfdip.dip.DeepImagePrior`."""
 
 
 def _copy(value, name: str, trainable: bool = False) -> tf.Variable:
@@ -49,13 +50,13 @@ def _copy(value, name: str, trainable: bool = False) -> tf.Variable:
 
 
 class ExportedRestoration(tf.Module):
-    """The exported state of a :class:`DeepImagePrior` run and its serving functions.
+    """The exported state of a :class:`~tfdip.dip.DeepImagePrior` run and its serving functions.
 
     The weights are copies taken at construction; the generator is evaluated on them with
     ``stateless_call``, so tracing captures these copies only (not the live model).
     """
 
-    def __init__(self, dip: DeepImagePrior):
+    def __init__(self, dip):
         super().__init__(name="deep_image_prior")
         generator = dip.generator
         self.generator_trainable = [_copy(v, v.path, trainable=True)
@@ -156,8 +157,9 @@ def _move_into_place(temporary: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def export_dip(dip: DeepImagePrior, directory, *, overwrite: bool = False) -> str:
-    """Write ``dip``'s restoration as a TF SavedModel into the folder ``directory``.
+def export_dip(dip, directory, *, overwrite: bool = False) -> str:
+    """Write ``dip``'s restoration (a :class:`~tfdip.dip.DeepImagePrior`, or anything holding its
+    :data:`RUN_STATE`) as a TF SavedModel into the folder ``directory``.
 
     The SavedModel is written into a temporary folder next to ``directory`` and then renamed into
     place, so no reader ever sees a partial SavedModel, and a failed write leaves the folder as it
@@ -165,7 +167,7 @@ def export_dip(dip: DeepImagePrior, directory, *, overwrite: bool = False) -> st
     which is replaced (see :func:`check_export_target`). Returns the folder's absolute path.
     See the module docstring for what the SavedModel serves.
     """
-    if not isinstance(dip, DeepImagePrior):
+    if not all(hasattr(dip, name) for name in RUN_STATE):
         raise TfdipError(f"export_dip needs a DeepImagePrior, got {type(dip).__name__}")
     target = check_export_target(directory, overwrite)
     module = ExportedRestoration(dip)

@@ -4,14 +4,17 @@
   conv, BatchNorm, the input code).
 - :mod:`~tfdip.kernels.algebra`: :class:`Covariance` nodes composing those maps layer by layer,
   with down-sampling, up-sampling, pooling and skip connections.
-- :func:`kernel_of`: the covariance of a ``ConvStackSpec`` / ``SkipSpec`` network.
+- :mod:`~tfdip.kernels.network`: :func:`kernel_of`, the covariance of a Keras network read from
+  its own layer graph, with the weight variances of its initialisers
+  (:mod:`~tfdip.kernels.initializers`).
 - :mod:`~tfdip.kernels.psd`: ``tfp.math.psd_kernels`` kernels (:class:`DIPKernel`,
   :class:`ArcCosineKernel`, :class:`ArcSineKernel`, :class:`InputNoiseKernel`, baselines).
 - :mod:`~tfdip.kernels.montecarlo`: the empirical covariance of random networks, to check the theory.
 - :func:`plot_kernel`: a figure of an architecture's kernel.
 """
-from tfdip.kernels.algebra import (Covariance, InputNoise, Moments, add, channel_average)
-from tfdip.kernels.architecture import DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, kernel_of
+from tfdip.kernels.algebra import (DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, Covariance, InputNoise,
+                                   Moments, add, channel_average)
+from tfdip.kernels.network import Field, kernel_of
 from tfdip.kernels.lattice import offset_grid
 from tfdip.kernels.montecarlo import (Comparison, CovarianceEstimate, monte_carlo_covariance,
                                       sample_input)
@@ -20,6 +23,6 @@ from tfdip.kernels.psd import (ArcCosineKernel, ArcSineKernel, DIPKernel, InputN
                                baseline_kernel)
 
 __all__ = ["ArcCosineKernel", "ArcSineKernel", "Comparison", "Covariance", "CovarianceEstimate",
-           "DIPKernel", "DIP_INPUT_MEAN", "DIP_INPUT_VARIANCE", "InputNoise", "InputNoiseKernel",
+           "DIPKernel", "DIP_INPUT_MEAN", "DIP_INPUT_VARIANCE", "Field", "InputNoise", "InputNoiseKernel",
            "Moments", "add", "baseline_kernel", "channel_average", "kernel_of",
            "monte_carlo_covariance", "offset_grid", "plot_kernel", "sample_input"]

@@ -39,6 +39,10 @@ from tfdip.kernels import lattice, maps
 
 UPSAMPLE_METHODS = ("band_limited", "nearest", "bilinear")
 ACTIVATIONS = ("leaky_relu",) + tuple(maps.ACTIVATION_MAPS)
+DIP_INPUT_MEAN = 0.05
+"""Mean of DIP's input code z ~ U(0, 0.1)."""
+DIP_INPUT_VARIANCE = 0.01 / 12.0
+"""Variance of DIP's input code z ~ U(0, 0.1)."""
 
 
 class Moments(NamedTuple):
@@ -109,8 +113,8 @@ class Covariance(abc.ABC):
         """Adding a random bias ``N(0, sigma_b^2)``: ``K + sigma_b^2``."""
         return Affine(self, 1.0, sigma_b * sigma_b)
 
-    def activation(self, name: str, negative_slope=0.2) -> "Covariance":
-        return Activation(self, name, negative_slope)
+    def activation(self, name: str, negative_slope=0.2, centered: bool = False) -> "Covariance":
+        return Activation(self, name, negative_slope, centered)
 
     def relu(self) -> "Covariance":
         return Activation(self, "relu")
@@ -124,7 +128,7 @@ class Covariance(abc.ABC):
     def batch_norm(self, gain=1.0, epsilon=0.0, image_shape=None) -> "Covariance":
         return BatchNorm(self, gain, epsilon, image_shape)
 
-    def downsample(self, stride: int = 2) -> "Covariance":
+    def downsample(self, stride=2) -> "Covariance":
         return Downsample(self, stride)
 
     def avg_pool(self, size: int = 2) -> "Covariance":
@@ -148,6 +152,11 @@ class InputNoise(Covariance):
     def __init__(self, variance=1.0, mean=0.0, smoothing=0.0):
         self.variance, self.mean, self.smoothing = variance, mean, smoothing
 
+    @classmethod
+    def dip(cls, smoothing=0.0) -> "InputNoise":
+        """DIP's input code U(0, 0.1): ``variance = 0.01 / 12``, ``mean = 0.05``."""
+        return cls(DIP_INPUT_VARIANCE, DIP_INPUT_MEAN, smoothing)
+
     def moments(self, offsets, example_ndims):
         variance, mean, smoothing = (_parameter(p, offsets.dtype, example_ndims)
                                      for p in (self.variance, self.mean, self.smoothing))
@@ -169,22 +178,28 @@ class Affine(Covariance):
 
 
 class Activation(Covariance):
-    """A point-wise non-linearity (``relu``, ``leaky_relu``, ``erf``, ``erf_large_variance``, ``sigmoid``).
+    """A point-wise non-linearity (``relu``, ``leaky_relu``, ``erf``, ``erf_large_variance``, ``sigmoid``)
+    of a zero-mean Gaussian field.
 
-    ``C(r) = map(K(0), K(r), K(0))`` with the maps of :mod:`tfdip.kernels.maps`; the result is the
-    second moment of the activations (they are not zero-mean).
+    ``C(r) = map(K(0), K(r), K(0))`` with the maps of :mod:`tfdip.kernels.maps`: the second moment
+    of the activations (they are not zero-mean). ``centered=True`` gives their covariance
+    ``C - m^2`` instead, ``m = E[phi(u)]`` the activation's mean (:func:`maps.activation_mean`).
     """
 
-    def __init__(self, inner: Covariance, name: str, negative_slope=0.2):
+    def __init__(self, inner: Covariance, name: str, negative_slope=0.2, centered: bool = False):
         if name not in ACTIVATIONS:
             raise TfdipError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
         self.inner, self.name, self.negative_slope = inner, name, negative_slope
+        self.subtract_mean = bool(centered)
 
     def moments(self, offsets, example_ndims):
         inner = self.inner.moments(offsets, example_ndims)
         slope = _parameter(self.negative_slope, offsets.dtype, example_ndims)
         variance = inner.at_zero
-        return Moments(*(maps.activation(self.name, variance, k, variance, slope) for k in inner))
+        removed = (tf.square(maps.activation_mean(self.name, variance, slope)) if self.subtract_mean
+                   else 0.0)
+        return Moments(*(maps.activation(self.name, variance, k, variance, slope) - removed
+                         for k in inner))
 
 
 class BatchNorm(Covariance):
@@ -247,13 +262,17 @@ class Centered(Covariance):
 
 
 class Downsample(Covariance):
-    """Sub-sampling by ``stride`` (a strided convolution is a convolution then this): ``K'(r) = K(stride r)``."""
+    """Sub-sampling by ``stride`` (a strided convolution is a convolution then this): ``K'(r) = K(stride r)``.
 
-    def __init__(self, inner: Covariance, stride: int = 2):
-        self.inner, self.stride = inner, int(stride)
+    ``stride`` is one integer or a ``(row, column)`` pair.
+    """
+
+    def __init__(self, inner: Covariance, stride=2):
+        self.inner = inner
+        self.stride = (int(stride),) * 2 if np.ndim(stride) == 0 else tuple(int(s) for s in stride)
 
     def moments(self, offsets, example_ndims):
-        return self.inner.moments(offsets * self.stride, example_ndims)
+        return self.inner.moments(offsets * tf.constant(self.stride, offsets.dtype), example_ndims)
 
 
 class WeightedSum(Covariance):

@@ -108,6 +108,15 @@ def activation(name: str, k11, k12, k22, negative_slope=0.2):
     return ACTIVATION_MAPS[name](k11, k12, k22)
 
 
+def activation_mean(name: str, k11, negative_slope=0.2):
+    """``E[phi(u)]`` for ``u ~ N(0, k11)``: ``(1 - a) sqrt(k11 / (2 pi))`` for LeakyReLU(a) (``a = 0``:
+    ReLU), 1/2 for the sigmoid (``sigmoid(u) - 1/2`` is odd), 0 for erf."""
+    if name in ("relu", "leaky_relu"):
+        a = tf.convert_to_tensor(negative_slope if name == "leaky_relu" else 0.0, dtype=k11.dtype)
+        return (1.0 - a) * tf.sqrt(k11 / (2.0 * math.pi))
+    return tf.fill(tf.shape(k11), tf.constant(0.5 if name == "sigmoid" else 0.0, k11.dtype))
+
+
 def affine(c, weight_variance, bias_variance):
     """A convolution or dense layer: ``K' = sigma_b^2 + sigma_w^2 C``.
 
@@ -145,13 +154,14 @@ def input_noise(offsets, variance, mean, smoothing):
 
     Each input channel is white noise of the given variance and mean (DIP's U(0, 0.1) has mean 0.05,
     variance 0.01/12) smoothed by a Gaussian filter of standard deviation ``s`` pixels, normalised to
-    keep the variance: ``rho_s(r) = exp(-|r|^2 / (4 s^2))`` for ``s > 0`` and :func:`hat` for ``s = 0``.
+    keep the variance: ``rho_s(r) = exp(-|r|^2 / (4 s^2))`` for ``s != 0`` and :func:`hat` for ``s = 0``
+    (only ``|s|`` matters, so ``s`` may be fitted unconstrained).
     ``offsets`` has shape ``[..., 2]``; the parameters broadcast against ``offsets.shape[:-1]``.
     The gradient with respect to ``s`` is finite (zero at ``s = 0``).
     """
     smoothing = tf.convert_to_tensor(smoothing, dtype=offsets.dtype)
-    positive = smoothing > 0
-    safe = tf.where(positive, smoothing, tf.ones_like(smoothing))
+    smoothed = tf.not_equal(smoothing, 0.0)
+    safe = tf.where(smoothed, smoothing, tf.ones_like(smoothing))
     squared_distance = tf.reduce_sum(tf.square(offsets), axis=-1)
-    rho = tf.where(positive, tf.exp(-squared_distance / (4.0 * tf.square(safe))), hat(offsets))
+    rho = tf.where(smoothed, tf.exp(-squared_distance / (4.0 * tf.square(safe))), hat(offsets))
     return variance * rho + tf.square(mean)

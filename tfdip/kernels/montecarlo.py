@@ -1,12 +1,12 @@
 """Monte-Carlo check of the kernel algebra: the empirical output covariance of many random networks.
 
-Draw ``num_nets`` networks from one spec (``spec.build()``, every weight re-drawn from the spec's own
+Draw ``num_nets`` networks of one Keras model (every weight re-drawn from the model's own
 initialisers), feed each fresh inputs from the input model, and average ``y(t) y(t + r)`` over
 positions, images, output channels and nets. Each net gives one average ``z_n(r)``; nets are
 independent, so the standard error of the mean is ``std_n z_n(r) / sqrt(num_nets)`` and the squared
 Frobenius error of the estimate is about ``sum_r se(r)^2`` when the analytic kernel is exact.
 What remains above that is the finite-width error of the theory (and the approximations that
-:func:`~tfdip.kernels.architecture.kernel_of` states).
+:func:`~tfdip.kernels.kernel_of` states).
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfdip.errors import TfdipError
-from tfdip.kernels.architecture import DIP_INPUT_MEAN, DIP_INPUT_VARIANCE
+from tfdip.kernels.algebra import DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, InputNoise
 from tfdip.kernels.lattice import offset_grid
+from tfdip.kernels.network import as_model, output_mean
 
 _INITIALISED_WEIGHTS = ("kernel", "bias", "gamma", "beta")
 
@@ -75,13 +76,22 @@ def sample_input(shape, smoothing=0.0, variance=DIP_INPUT_VARIANCE, mean=DIP_INP
     return (mean + np.sqrt(variance) * field[:, :h, :w, :]).astype(np.float32)
 
 
+def _layers(model: keras.Model):
+    """Every layer of ``model``, those of nested models included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
 def redraw_weights(model: keras.Model, seed: int) -> None:
     """Re-draw every kernel, bias and BatchNorm scale / offset of ``model`` from its own initialisers.
 
     Each initialiser is cloned with an integer seed derived from ``seed``, so the draw is
-    deterministic and follows whatever distribution the network's spec chose.
+    deterministic and follows whatever distribution the network was built with. Layers of
+    nested models are re-drawn too.
     """
-    for layer_index, layer in enumerate(model.layers):
+    for layer_index, layer in enumerate(_layers(model)):
         for weight_index, name in enumerate(_INITIALISED_WEIGHTS):
             variable = getattr(layer, name, None)
             initializer = getattr(layer, f"{name}_initializer", None)
@@ -117,32 +127,34 @@ def offset_products(outputs: np.ndarray, max_offset: int, margin: int = 0) -> np
     return products
 
 
-def monte_carlo_covariance(spec, num_nets: int = 64, image_size: int = 32, max_offset: int = 6,
+def monte_carlo_covariance(network, num_nets: int = 64, image_size: int = 32, max_offset: int = 6,
                            input_smoothing=0.0, input_variance=DIP_INPUT_VARIANCE,
                            input_mean=DIP_INPUT_MEAN, images_per_net: int = 1, margin: int = 0,
                            seed: int = 0) -> CovarianceEstimate:
-    """Estimate the output covariance of random networks of ``spec`` on ``[-max_offset, max_offset]^2``.
+    """Estimate the output covariance of random networks on ``[-max_offset, max_offset]^2``.
 
-    Comparable with ``kernel_of(spec, input_smoothing, input_variance, input_mean)``. The output
-    is centred on its known mean (1/2 after a sigmoid, else 0). ``image_size`` must be a multiple
-    of ``spec.size_multiple``. ``margin`` drops that many border pixels (where padding makes the
-    covariance differ from the stationary one). Cost: ``num_nets`` forward passes of one image batch.
+    ``network`` is a Keras model (or an architecture description, built first). Comparable with
+    ``kernel_of(network, InputNoise(input_variance, input_mean, input_smoothing))``: the outputs
+    are centred on the mean that :func:`~tfdip.kernels.kernel_of` centres them on (1/2 after a
+    sigmoid, 0 after a convolution). The network runs in training mode (BatchNorm on the
+    statistics of each image, as DIP runs it). ``image_size`` must be divisible by every stride
+    and pooling of the network. ``margin`` drops that many border pixels (where padding makes
+    the covariance differ from the stationary one). Cost: ``num_nets`` forward passes of one
+    image batch.
     """
     if num_nets < 2:
         raise TfdipError(f"num_nets must be >= 2 to estimate a standard error, got {num_nets}")
-    if image_size % spec.size_multiple:
-        raise TfdipError(f"image_size {image_size} is not a multiple of {spec.size_multiple}, "
-                         "which this architecture needs")
-    model = spec.build()
-    forward = tf.function(model, autograph=False)
+    model = as_model(network)
+    input_covariance = InputNoise(input_variance, input_mean, input_smoothing)
+    centre = output_mean(model, input_covariance, image_size=image_size)  # also checks the size
+    forward = tf.function(lambda z: model(z, training=True), autograph=False)
     rng = np.random.default_rng(seed)
-    output_mean = 0.5 if spec.need_sigmoid else 0.0
-    shape = (images_per_net, image_size, image_size, spec.input_channels)
+    shape = (images_per_net, image_size, image_size, model.inputs[0].shape[-1])
     per_net = []
     for net in range(num_nets):
         redraw_weights(model, seed=seed * 1_000_003 + net)
         inputs = sample_input(shape, input_smoothing, input_variance, input_mean, rng)
-        outputs = forward(tf.constant(inputs)).numpy() - output_mean
+        outputs = forward(tf.constant(inputs)).numpy() - centre
         per_net.append(offset_products(outputs, max_offset, margin))
     per_net = np.stack(per_net)
     return CovarianceEstimate(offsets=offset_grid(max_offset, tf.float64).numpy(),

@@ -7,14 +7,16 @@ import numpy as np
 import tensorflow as tf
 
 from tfdip.errors import TfdipError
-from tfdip.kernels.architecture import DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, kernel_of
+from tfdip.kernels.algebra import DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, InputNoise
 from tfdip.kernels.lattice import offset_grid
+from tfdip.kernels.network import as_model, kernel_of
 
 
-def plot_kernel(spec, path, *, max_offset: int = 16, input_smoothing: float = 0.0,
+def plot_kernel(network, path, *, max_offset: int = 16, input_smoothing: float = 0.0,
                 input_variance: float = DIP_INPUT_VARIANCE, input_mean: float = DIP_INPUT_MEAN,
                 image_size=None, title: str | None = None) -> pathlib.Path:
-    """Draw ``kernel_of(spec, ...)`` to ``path`` (PNG, PDF, SVG ... by suffix) and return the path.
+    """Draw the kernel of ``network`` (a Keras model or an architecture description) to ``path``
+    (PNG, PDF, SVG ... by suffix) and return the path.
 
     Left: the correlation ``K(r) / K(0)`` over offsets ``[-max_offset, max_offset]^2``. Right:
     the correlation against distance along a row (``r = (0, d)``) and a diagonal
@@ -35,7 +37,9 @@ def plot_kernel(spec, path, *, max_offset: int = 16, input_smoothing: float = 0.
     if max_offset < 1:
         raise TfdipError(f"max_offset must be >= 1, got {max_offset}")
 
-    cov = kernel_of(spec, input_smoothing, input_variance, input_mean, image_size=image_size)
+    model = as_model(network)
+    cov = kernel_of(model, InputNoise(input_variance, input_mean, input_smoothing),
+                    image_size=image_size)
     grid = offset_grid(max_offset, tf.float64)
     values = cov(grid).numpy()
     variance = values[max_offset, max_offset]
@@ -58,7 +62,7 @@ def plot_kernel(spec, path, *, max_offset: int = 16, input_smoothing: float = 0.
     right.set_ylabel("K(r) / K(0)")
     right.set_title(f"K(0) = {variance:.4g}")
     right.legend()
-    figure.suptitle(title or f"{type(spec).__name__} kernel, input smoothing {input_smoothing:g} px")
+    figure.suptitle(title or f"{model.name} kernel, input smoothing {input_smoothing:g} px")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     return path

@@ -1,6 +1,6 @@
 """TFP positive-semidefinite kernels of the DIP theory, over 2-D pixel coordinates.
 
-- :class:`DIPKernel`: the covariance of a whole architecture (``kernel_of(spec)``), stationary.
+- :class:`DIPKernel`: the covariance of a whole network (``kernel_of(model)``), stationary.
 - :class:`InputNoiseKernel`: the input code's covariance (smoothed white noise plus a mean).
 - :class:`ArcCosineKernel` (ReLU / LeakyReLU) and :class:`ArcSineKernel` (erf): ``depth`` layers of
   a wide conv net composed over any base kernel (by default :class:`InputNoiseKernel`).
@@ -14,6 +14,7 @@ one dtype and the index points must have it.
 """
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -21,7 +22,8 @@ from tensorflow_probability.python.internal import dtype_util, parameter_propert
 
 from tfdip.errors import TfdipError
 from tfdip.kernels import maps
-from tfdip.kernels.architecture import DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, kernel_of
+from tfdip.kernels.algebra import DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, InputNoise
+from tfdip.kernels.network import as_model, kernel_of
 
 psd_kernels = tfp.math.psd_kernels
 BASELINES = {
@@ -56,8 +58,15 @@ def _pad(x, example_ndims: int, dtype):
 
 
 def _positive():
+    """A positive parameter whose default is not 0 (Softplus, as TFP's own kernels)."""
     return parameter_properties.ParameterProperties(
         default_constraining_bijector_fn=tfp.bijectors.Softplus)
+
+
+def _unconstrained():
+    """A parameter the kernel depends on through its square or absolute value, or any real one
+    (identity bijector: its default may be 0, which Softplus cannot reach)."""
+    return parameter_properties.ParameterProperties()
 
 
 class InputNoiseKernel(psd_kernels.AutoCompositeTensorPsdKernel):
@@ -91,8 +100,7 @@ class InputNoiseKernel(psd_kernels.AutoCompositeTensorPsdKernel):
 
     @classmethod
     def _parameter_properties(cls, dtype):
-        return dict(variance=_positive(), mean=parameter_properties.ParameterProperties(),
-                    smoothing=_positive())
+        return dict(variance=_positive(), mean=_unconstrained(), smoothing=_unconstrained())
 
     def _apply(self, x1, x2, example_ndims=0):
         pad = lambda v: _pad(v, example_ndims, x1.dtype)
@@ -148,7 +156,7 @@ class _LayeredKernel(psd_kernels.AutoCompositeTensorPsdKernel):
     @classmethod
     def _parameter_properties(cls, dtype):
         return dict(base_kernel=parameter_properties.BatchedComponentProperties(),
-                    sigma_w=_positive(), sigma_b=_positive(), amplitude=_positive())
+                    sigma_w=_positive(), sigma_b=_unconstrained(), amplitude=_positive())
 
     def _phi(self, k11, k12, k22, example_ndims):
         raise NotImplementedError
@@ -187,9 +195,7 @@ class ArcCosineKernel(_LayeredKernel):
 
     @classmethod
     def _parameter_properties(cls, dtype):
-        return dict(super()._parameter_properties(dtype),
-                    negative_slope=parameter_properties.ParameterProperties(
-                        default_constraining_bijector_fn=tfp.bijectors.Sigmoid))
+        return dict(super()._parameter_properties(dtype), negative_slope=_unconstrained())
 
     def _phi(self, k11, k12, k22, example_ndims):
         slope = _pad(self.negative_slope, example_ndims, k12.dtype)
@@ -221,40 +227,60 @@ class ArcSineKernel(_LayeredKernel):
         return maps.erf(k11, k12, k22)
 
 
-class DIPKernel(psd_kernels.PositiveSemidefiniteKernel):
-    """The covariance of a DIP architecture's output over pixel coordinates: ``amplitude^2 K(x' - x)``.
+class DIPKernel(psd_kernels.AutoCompositeTensorPsdKernel):
+    """The covariance of a network's output over pixel coordinates: ``amplitude^2 K(x' - x)``.
 
-    ``K = kernel_of(spec, input_smoothing, input_variance, input_mean, sigma_w, sigma_b)`` (see
-    :func:`tfdip.kernels.kernel_of` for the approximations it makes): stationary, exact at integer
-    offsets, bilinearly interpolated between them where the architecture up-samples or pools.
+    ``K = kernel_of(network, InputNoise(input_variance, input_mean, input_smoothing),
+    image_size=image_size, sigma_w=sigma_w, sigma_b=sigma_b)`` (see :func:`tfdip.kernels.kernel_of`
+    for the networks it reads and the approximations it makes): stationary, exact at integer
+    offsets, bilinearly interpolated between them where the network up-samples or pools. The
+    covariance graph is built once, at construction; parameters that are variables are read at
+    every evaluation.
 
     Args:
-      spec: a ``ConvStackSpec`` or ``SkipSpec``.
-      amplitude: output scale (``None``: 1).
+      network: a Keras model of supported layers (e.g. from :mod:`tfdip.nets`), or an
+        architecture description (``SkipSpec`` / ``ConvStackSpec``), built once here.
+      amplitude: output scale (``None``: 1). Positive (Softplus bijector).
       input_smoothing, input_variance, input_mean: the input code (DIP's U(0, 0.1) by default).
-      sigma_w, sigma_b: weight and bias scales (``None``: the spec's; ``init="gaussian"`` only).
+        ``input_variance`` is positive (Softplus); ``input_mean`` and ``input_smoothing`` are
+        unconstrained (the kernel depends on ``|input_smoothing|``, 0 is white noise).
+      sigma_w, sigma_b: the scales of Gaussian weights and biases (``None``: the network's; see
+        :func:`tfdip.kernels.kernel_of`). ``sigma_w`` is positive (Softplus); ``sigma_b``
+        (default 0) is unconstrained, the kernel depending on ``sigma_b^2``.
       image_size: ``None`` or the image's ``H`` or ``(H, W)``, for BatchNorm's finite-image
-        statistics (see :func:`tfdip.kernels.kernel_of`).
+        statistics.
     """
 
-    def __init__(self, spec, amplitude=None, input_smoothing=0.0,
+    def __init__(self, network, amplitude=None, input_smoothing=0.0,
                  input_variance=DIP_INPUT_VARIANCE, input_mean=DIP_INPUT_MEAN, sigma_w=None,
                  sigma_b=None, image_size=None, validate_args=False, name="DIPKernel"):
         parameters = dict(locals())
         with tf.name_scope(name):
+            self._spec = None if isinstance(network, keras.Model) else network
+            network = as_model(network)
+            parameters["network"] = network
+            image_size = None if image_size is None else tuple(np.broadcast_to(image_size, 2).tolist())
+            parameters["image_size"] = image_size
             dtype, p = _convert(dict(amplitude=amplitude, input_smoothing=input_smoothing,
                                      input_variance=input_variance, input_mean=input_mean,
                                      sigma_w=sigma_w, sigma_b=sigma_b))
-            self._spec, self._image_size = spec, image_size
+            self._network, self._image_size = network, image_size
             for key, value in p.items():
                 setattr(self, f"_{key}", value)
-            # Reject unsupported specs and sizes now.
-            kernel_of(spec, sigma_w=sigma_w, sigma_b=sigma_b, image_size=image_size)
+            self._covariance = kernel_of(
+                network, InputNoise(self._input_variance, self._input_mean, self._input_smoothing),
+                image_size=image_size, sigma_w=self._sigma_w, sigma_b=self._sigma_b)
             super().__init__(feature_ndims=1, dtype=dtype, name=name, validate_args=validate_args,
                              parameters=parameters)
 
     @property
+    def network(self) -> keras.Model:
+        """The Keras model whose output covariance this kernel is."""
+        return self._network
+
+    @property
     def spec(self):
+        """The architecture description the network was built from (``None`` if given a model)."""
         return self._spec
 
     @property
@@ -287,17 +313,16 @@ class DIPKernel(psd_kernels.PositiveSemidefiniteKernel):
 
     @classmethod
     def _parameter_properties(cls, dtype):
-        return dict(amplitude=_positive(), input_smoothing=_positive(), input_variance=_positive(),
-                    input_mean=parameter_properties.ParameterProperties(), sigma_w=_positive(),
-                    sigma_b=_positive())
+        return dict(amplitude=_positive(), input_smoothing=_unconstrained(),
+                    input_variance=_positive(), input_mean=_unconstrained(), sigma_w=_positive(),
+                    sigma_b=_unconstrained())
 
     def covariance(self):
         """The :class:`~tfdip.kernels.algebra.Covariance` this kernel evaluates (without the amplitude)."""
-        return kernel_of(self.spec, self.input_smoothing, self.input_variance, self.input_mean,
-                         self.sigma_w, self.sigma_b, self.image_size)
+        return self._covariance
 
     def _apply(self, x1, x2, example_ndims=0):
-        value = self.covariance()(x2 - x1, example_ndims)
+        value = self._covariance(x2 - x1, example_ndims)
         if self.amplitude is None:
             return value
         return tf.square(_pad(self.amplitude, example_ndims, value.dtype)) * value

@@ -20,11 +20,6 @@ import keras
 from tfdip.errors import TfdipError
 from tfdip.nets.spec import ConvStackSpec, SkipSpec
 
-# Load the builder modules now, so that the functions ``skip`` and ``conv_stack`` defined below
-# stay the package attributes (a first import of a submodule would overwrite them).
-from tfdip.nets import conv_stack as _conv_stack_module  # noqa: E402,F401  isort: skip
-from tfdip.nets import skip as _skip_module  # noqa: E402,F401  isort: skip
-
 
 def _check_parameters(net: str, spec_type, kwargs: dict, reserved=()) -> None:
     allowed = [f.name for f in dataclasses.fields(spec_type) if f.name not in reserved]

@@ -41,6 +41,10 @@ class ReflectionPad2D(keras.layers.Layer):
         grow = lambda size: None if size is None else size + 2 * self.pad
         return (n, grow(h), grow(w), c)
 
+    def covariance_map(self, field):
+        """Infinite-width covariance (:mod:`tfdip.kernels.network`): unchanged, borders are ignored."""
+        return field
+
     def get_config(self):
         return {**super().get_config(), "pad": self.pad}
 
@@ -68,6 +72,10 @@ class Resize2D(keras.layers.Layer):
         n, h, w, c = input_shape
         grow = lambda size: None if size is None else size * self.factor
         return (n, grow(h), grow(w), c)
+
+    def covariance_map(self, field):
+        """Infinite-width covariance (:mod:`tfdip.kernels.network`): up-sampling, phase-averaged."""
+        return field.upsample(self.factor, self.method)
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor, "method": self.method}
@@ -117,6 +125,10 @@ class ImageBatchNorm(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def covariance_map(self, field):
+        """Infinite-width covariance (:mod:`tfdip.kernels.network`): per-image BatchNorm."""
+        return field.batch_norm(self.epsilon, self.gamma_initializer, self.beta_initializer)
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -154,6 +166,11 @@ class CenterCropConcat(keras.layers.Layer):
 
         return (input_shapes[0][0], smallest([s[1] for s in input_shapes]),
                 smallest([s[2] for s in input_shapes]), sum(s[3] for s in input_shapes))
+
+    def covariance_map(self, fields):
+        """Infinite-width covariance (:mod:`tfdip.kernels.network`): the channel groups side by
+        side (cropping changes no stationary covariance)."""
+        return fields[0].concatenate(fields[1:])
 
 
 def activation_layer(spec, name: str) -> keras.layers.Layer:

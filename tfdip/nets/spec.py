@@ -1,8 +1,8 @@
 """Architecture descriptions: one frozen object describes a DIP generator.
 
-The same description builds the Keras network (``spec.build()``, in :mod:`tfdip.nets`) and gives
-its infinite-width covariance (``tfdip.kernels.kernel_of(spec)``), in the spirit of
-neural-tangents' ``stax``. Tensors are NHWC, images in [0, 1].
+A description builds the Keras network (``spec.build()``); the network in turn gives its
+infinite-width covariance (``tfdip.kernels.kernel_of(spec.build())``, read from the layer graph).
+Tensors are NHWC, images in [0, 1].
 
 Common fields
 -------------
@@ -27,6 +27,8 @@ import dataclasses
 from typing import Tuple
 
 from tfdip.errors import TfdipError
+from tfdip.nets.conv_stack_net import build_conv_stack
+from tfdip.nets.skip_net import build_skip
 
 ACTIVATIONS = ("leaky_relu", "relu", "erf")
 INITS = ("keras", "torch", "gaussian")
@@ -112,8 +114,7 @@ class SkipSpec:
         return self.size_multiple * (2 if needs_two else 1)
 
     def build(self, name: str = "skip"):
-        from tfdip.nets.skip import build_skip
-
+        """The Keras model (:func:`tfdip.nets.skip_net.build_skip`)."""
         return build_skip(self, name=name)
 
 
@@ -156,8 +157,7 @@ class ConvStackSpec:
         return (self.filter_size - 1) // 2 + 1
 
     def build(self, name: str = "conv_stack"):
-        from tfdip.nets.conv_stack import build_conv_stack
-
+        """The Keras model (:func:`tfdip.nets.conv_stack_net.build_conv_stack`)."""
         return build_conv_stack(self, name=name)
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import keras
 
 from tfdip.nets.layers import activation_layer, output_head, padded_conv
-from tfdip.nets.spec import ConvStackSpec
 
 
-def build_conv_stack(spec: ConvStackSpec, name: str = "conv_stack") -> keras.Model:
-    """Build the Keras functional model that ``spec`` describes; H and W may be any size."""
+def build_conv_stack(spec, name: str = "conv_stack") -> keras.Model:
+    """Build the Keras functional model that ``spec`` (a :class:`~tfdip.nets.spec.ConvStackSpec`)
+    describes; H and W may be any size."""
     z = keras.Input((None, None, spec.input_channels), name="z")
     x = z
     for layer in range(spec.depth):

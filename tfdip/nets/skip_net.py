@@ -19,13 +19,12 @@ import keras
 
 from tfdip.nets.layers import (CenterCropConcat, Resize2D, activation_layer, batch_norm,
                                output_head, padded_conv)
-from tfdip.nets.spec import SkipSpec
 
 POOLING = {"avg": keras.layers.AveragePooling2D, "max": keras.layers.MaxPooling2D}
 
 
-def build_skip(spec: SkipSpec, name: str = "skip") -> keras.Model:
-    """Build the Keras functional model that ``spec`` describes.
+def build_skip(spec, name: str = "skip") -> keras.Model:
+    """Build the Keras functional model that ``spec`` (a :class:`~tfdip.nets.spec.SkipSpec`) describes.
 
     Input ``z``: ``(N, H, W, spec.input_channels)`` with H, W unknown; output
     ``(N, H, W, spec.output_channels)``, in (0, 1) when ``need_sigmoid``. Layers follow the global
@@ -47,7 +46,7 @@ def _bn_act(x, spec, name: str):
     return activation_layer(spec, name=f"{name}_act")(x)
 
 
-def _level(x, spec: SkipSpec, i: int):
+def _level(x, spec, i: int):
     """Level ``i`` of the hourglass and, recursively, every level below it."""
     prefix = f"level{i}"
     down, up, skip = spec.channels_down[i], spec.channels_up[i], spec.channels_skip[i]

@@ -8,6 +8,8 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+TEST_DATA = pathlib.Path(__file__).resolve().parent / "data"
+"""Small fixtures committed with the tests."""
 
 
 @pytest.fixture

@@ -463,9 +463,10 @@ def output_field(network, input: algebra.Covariance | None = None, image_size=No
     model = as_model(network)
     input = algebra.InputNoise.dip() if input is None else input
     context = _Context(sigma_w, sigma_b)
-    model_inputs = model.inputs
+    model_inputs = getattr(model, "inputs", None)
     if not model_inputs or len(model_inputs) != 1:
-        raise TfdipError("kernel_of needs a Keras model of one input")
+        raise TfdipError(f"kernel_of needs a functional or Sequential Keras model of one input; "
+                         f"{model.name!r} ({type(model).__name__}) has no layer graph")
     channels = model_inputs[0].shape[-1]
     start = Field((Group(input, channels, None, OTHER),), _image_shape(image_size), frozenset(),
                   frozenset(), context)

@@ -1,14 +1,19 @@
-"""The TFP kernels against NumPy evaluations of the same formulas, against each other, and as TFP
-kernels: batch shapes, dtypes, gradients for marginal-likelihood fitting, Gaussian-process use."""
+"""The TFP kernels against NumPy evaluations of the same formulas and values recorded from the former
+spec-based kernel recursion (never against the kernel_of they call), and as TFP kernels: composite
+tensors, parameter bijectors, batch shapes, dtypes, gradients for marginal-likelihood fitting,
+Gaussian-process use. Monte Carlo of DIPKernel: tests/test_kernel_network.py."""
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfdip.errors import TfdipError
+import tfdip.kernels.psd
 from tfdip.kernels import (ArcCosineKernel, ArcSineKernel, DIPKernel, InputNoiseKernel,
-                           baseline_kernel, kernel_of)
+                           baseline_kernel)
 from tfdip.nets import ConvStackSpec, SkipSpec
+
+from conftest import TEST_DATA
 
 SKIP = SkipSpec(channels_down=(16, 16), channels_up=(16, 16), channels_skip=4, init="gaussian",
                 output_channels=1)
@@ -92,29 +97,35 @@ def test_default_arc_cosine_kernel_gives_the_two_layer_sanity_values():
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "erf"])
-def test_dip_kernel_of_a_conv_stack_equals_the_layered_kernel(activation):
+def test_dip_kernel_of_a_conv_stack_matches_numpy(activation):
+    """The DIP kernel of a conv stack read from its Keras layers against the NumPy recursion."""
     spec = ConvStackSpec(depth=2, activation=activation, negative_slope=0.3, sigma_w=1.3,
                          sigma_b=0.2)
     noise = dict(input_variance=0.8, input_mean=0.4, input_smoothing=1.5)
     dip = DIPKernel(spec, amplitude=0.9, **noise)
-    base = InputNoiseKernel(0.8, 0.4, 1.5)
-    if activation == "erf":
-        layered = ArcSineKernel(base, depth=2, sigma_w=1.3, sigma_b=0.2, amplitude=0.9)
-    else:
-        layered = ArcCosineKernel(base, depth=2, negative_slope=0.3 if activation == "leaky_relu"
-                                  else 0.0, sigma_w=1.3, sigma_b=0.2, amplitude=0.9)
+    slope = 0.3 if activation == "leaky_relu" else 0.0
+    phi = numpy_erf if activation == "erf" else (lambda a, b, c: numpy_leaky_relu(a, b, c, slope))
     for x1, x2 in ((points(20, 7), points(12, 8)), (grid(5), grid(5))):
-        np.testing.assert_allclose(dip.matrix(x1, x2), layered.matrix(x1, x2), rtol=1e-9)
+        expected = numpy_layered(x1, x2, phi, 2, 1.3, 0.2, 0.9, variance=0.8, mean=0.4,
+                                 smoothing=1.5)
+        np.testing.assert_allclose(dip.matrix(x1, x2), expected, rtol=1e-9)
 
 
-def test_dip_kernel_matrix_is_the_covariance_at_the_offsets():
-    x1, x2 = np.concatenate([grid(6), points(5, 9)]), grid(7)
-    cov = kernel_of(SKIP)
-    expected = cov.moments(tf.constant(x2[None] - x1[:, None]), 2).value.numpy()
+@pytest.fixture(scope="module")
+def recorded():
+    """Kernel values recorded from the former spec-based recursion (see test_kernel_network.py)."""
+    data = np.load(TEST_DATA / "kernels_of_nets.npz")
+    lattice = {tuple(r): i for i, r in enumerate(data["offsets"])}
+    return lambda name, offsets: data[name][[lattice[tuple(r)] for r in offsets.reshape(-1, 2)]
+                                            ].reshape(offsets.shape[:-1])
+
+
+def test_dip_kernel_matrix_matches_the_recorded_covariance(recorded):
+    x1, x2 = grid(4), grid(4) + 1.0
+    expected = recorded("skip_bilinear_gaussian", x2[None] - x1[:, None])
     np.testing.assert_allclose(DIPKernel(SKIP, amplitude=2.0).matrix(x1, x2), 4.0 * expected,
-                               rtol=1e-12)
-    np.testing.assert_allclose(DIPKernel(SKIP).apply(x1[:10], x2[:10]),
-                               np.diag(expected[:10, :10]), rtol=1e-12)
+                               rtol=1e-10)
+    np.testing.assert_allclose(DIPKernel(SKIP).apply(x1, x2), np.diag(expected), rtol=1e-10)
 
 
 def test_kernels_work_inside_tf_function():
@@ -125,12 +136,59 @@ def test_kernels_work_inside_tf_function():
         np.testing.assert_allclose(matrix(kernel, x), kernel.matrix(x, x), rtol=1e-12)
 
 
-def test_dip_kernel_passes_the_image_size_to_batch_norm():
-    x = grid(6)
+def test_dip_kernel_passes_the_image_size_to_batch_norm(recorded):
+    x = grid(4)
     finite = DIPKernel(SKIP, image_size=16).matrix(x, x).numpy()
-    expected = kernel_of(SKIP, image_size=16).moments(tf.constant(x[None] - x[:, None]), 2).value
-    np.testing.assert_allclose(finite, expected, rtol=1e-12)
+    np.testing.assert_allclose(finite, recorded("skip_finite_image", x[None] - x[:, None]),
+                               rtol=1e-10)
     assert not np.allclose(finite, DIPKernel(SKIP).matrix(x, x), rtol=1e-3)
+
+
+def test_dip_kernel_is_a_composite_tensor_that_builds_its_covariance_once(monkeypatch):
+    """Variables flatten into the kernel's components; a tf.function traces once for new values;
+    evaluating the kernel never rebuilds the covariance graph (only construction walks the net)."""
+    amplitude = tf.Variable(1.5, dtype=tf.float64)
+    smoothing = tf.Variable(0.5, dtype=tf.float64)
+    kernel = DIPKernel(ConvStackSpec(depth=2), amplitude=amplitude, input_smoothing=smoothing)
+    components = tf.nest.flatten(kernel, expand_composites=True)
+    assert any(c is amplitude for c in components) and any(c is smoothing for c in components)
+    x = tf.constant(grid(3))
+    traces = []
+
+    @tf.function
+    def matrix(k):
+        traces.append(1)
+        return k.matrix(x, x)
+
+    first = matrix(kernel).numpy()
+    walks = []
+    monkeypatch.setattr(tfdip.kernels.psd, "kernel_of",
+                        lambda *a, **k: walks.append(1) or pytest.fail("rebuilt"))
+    amplitude.assign(3.0)
+    np.testing.assert_allclose(kernel.matrix(x, x), 4.0 * first, rtol=1e-12)
+    np.testing.assert_allclose(matrix(kernel), 4.0 * first, rtol=1e-12)
+    assert len(traces) == 1 and not walks
+    smoothing.assign(2.0)
+    assert not np.allclose(kernel.matrix(x, x), 4.0 * first, rtol=1e-3)
+
+
+def test_parameters_have_the_bijectors_of_their_domains():
+    """Softplus for the positive parameters with non-zero defaults; identity where the default is 0
+    (the kernels depend on ``sigma_b^2``, ``|smoothing|``; the slope and the mean are any real)."""
+    properties = DIPKernel.parameter_properties()
+    for name in ("amplitude", "input_variance", "sigma_w"):
+        bijector = properties[name].default_constraining_bijector_fn()
+        assert isinstance(bijector, tfp.bijectors.Softplus), name
+    for name in ("input_smoothing", "sigma_b", "input_mean"):
+        bijector = properties[name].default_constraining_bijector_fn()
+        assert isinstance(bijector, tfp.bijectors.Identity), name
+    assert isinstance(ArcCosineKernel.parameter_properties()["negative_slope"]
+                      .default_constraining_bijector_fn(), tfp.bijectors.Identity)
+    x = points(8, 14, high=5.0)
+    spec = ConvStackSpec(depth=2, activation="leaky_relu")
+    np.testing.assert_allclose(DIPKernel(spec, sigma_b=-0.3, input_smoothing=-1.2).matrix(x, x),
+                               DIPKernel(spec, sigma_b=0.3, input_smoothing=1.2).matrix(x, x),
+                               rtol=1e-12)
 
 
 def test_batch_shapes_follow_the_parameters():
@@ -263,5 +321,5 @@ def test_bad_kernel_arguments_raise_tfdip_errors():
         ArcCosineKernel(depth=0)
     with pytest.raises(TfdipError, match="init='gaussian'"):
         DIPKernel(SkipSpec(), sigma_w=1.0)
-    with pytest.raises(TfdipError, match="max-pool"):
+    with pytest.raises(TfdipError, match="MaxPooling2D"):
         DIPKernel(SkipSpec(downsample="max"))

@@ -182,13 +182,19 @@ def test_kernel_command_draws_a_figure(tmp_path):
 
 
 def test_demo_writes_the_files_a_person_looks_at(tmp_path, capsys):
+    """100 steps of the demo already denoise: the posterior mean beats the noisy input and the
+    last iterate (measured: 21.27 dB from 20.61 dB, last iterate 20.09 dB, 95% coverage)."""
     out = tmp_path / "demo"
-    assert run("demo", "--out", out, "--iterations", 12, "--quiet") == 0
+    assert run("demo", "--out", out, "--iterations", 100, "--quiet") == 0
     for name in ("clean.png", "observation.png", "restored.png", "last_iterate.png", "std.png",
                  "comparison.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     clean, noisy = io.read_image(out / "clean.png").pixels, io.read_image(out / "observation.png")
     assert report["psnr_observed"] == pytest.approx(metrics.psnr(noisy.pixels, clean), abs=0.1)
-    assert report["samples"] > 0 and 0 <= report["coverage_2std"] <= 1
+    assert report["samples"] > 0 and 0.8 <= report["coverage_2std"] <= 1
+    restored = io.read_image(out / "restored.png").pixels
+    assert report["psnr_posterior_mean"] == pytest.approx(metrics.psnr(restored, clean), abs=0.1)
+    assert report["psnr_posterior_mean"] > report["psnr_observed"] + 0.3
+    assert report["psnr_posterior_mean"] > report["psnr_last_iterate"]
     assert "posterior mean" in capsys.readouterr().out

@@ -185,14 +185,20 @@ def test_memory_check_refuses_an_image_too_large_for_the_machine(monkeypatch):
 
 @pytest.mark.parametrize("method", ["mala", "ula"])
 def test_mcmc_methods_restore_through_the_same_api(method):
+    """The chains leave their random starts for the data: the posterior mean fits the observation
+    at least 3 dB better than the same net at a random initialisation (measured: about 5 dB)."""
     clean = astronaut(16)
     physics = Denoising(0.1)
     noisy = physics.simulate(clean, seed=0)
-    result = restore(noisy, physics, method=method, iterations=12, burn_in=4, thin=2, chains=2,
-                     learning_rate=1e-6, net="conv_stack",
-                     net_options=dict(channels=8, depth=1, output_channels=3))
+    net_options = dict(channels=8, depth=1, output_channels=3)
+    result = restore(noisy, physics, method=method, iterations=60, burn_in=30, thin=3, chains=2,
+                     learning_rate=1e-5, net="conv_stack", net_options=net_options)
     assert result.image.shape == clean.shape and result.std.shape == clean.shape
-    assert result.samples == 2 * 4
+    assert result.samples == 2 * 10
     assert result.diagnostics["rhat_max"] is not None
+    start = make_dip(noisy, physics, make_recipe(method, "denoising", iterations=60, burn_in=30),
+                     net="conv_stack", net_options=net_options).restored("last")
+    assert metrics.psnr(result.image, noisy) > metrics.psnr(start, noisy) + 3.0
+    assert np.all(result.std >= 0) and result.std.mean() > 0
     if method == "mala":
-        assert 0.0 <= result.diagnostics["accept_rate"] <= 1.0
+        assert 0.5 <= result.diagnostics["accept_rate"] <= 1.0

@@ -347,7 +347,7 @@ def _relu(layer, field):
 
 
 def _batch_norm(layer, field):
-    if layer.axis not in (-1, 3) and layer.axis != [3]:
+    if layer.axis not in (-1, 3):
         raise field.error(f"BatchNormalization over axis {layer.axis} has no covariance map; "
                           "normalise channels (axis=-1)")
     return field.batch_norm(layer.epsilon, layer.gamma_initializer if layer.scale else None,
@@ -448,7 +448,8 @@ def as_model(network) -> keras.Model:
                      f"{type(network).__name__}")
 
 
-def _image_shape(image_size):
+def image_shape(image_size):
+    """``image_size`` (``None``, ``H`` or ``(H, W)``) as ``None`` or an ``(H, W)`` tuple of ints."""
     if image_size is None:
         return None
     shape = (int(image_size),) * 2 if np.ndim(image_size) == 0 else tuple(int(n) for n in image_size)
@@ -468,7 +469,7 @@ def output_field(network, input: algebra.Covariance | None = None, image_size=No
         raise TfdipError(f"kernel_of needs a functional or Sequential Keras model of one input; "
                          f"{model.name!r} ({type(model).__name__}) has no layer graph")
     channels = model_inputs[0].shape[-1]
-    start = Field((Group(input, channels, None, OTHER),), _image_shape(image_size), frozenset(),
+    start = Field((Group(input, channels, None, OTHER),), image_shape(image_size), frozenset(),
                   frozenset(), context)
     return _propagate(model, [start], context)
 
@@ -502,35 +503,36 @@ def kernel_of(network, input: algebra.Covariance | None = None, *, image_size=No
       TfdipError: naming the first layer that has no covariance map or whose map's assumptions
         fail (one line).
     """
-    field = output_field(network, input, image_size, sigma_w, sigma_b)
-    covariances = {id(g.covariance) for g in field.groups}
-    if len(covariances) != 1:
-        raise TfdipError("kernel_of: the output's channels have different covariances (a "
-                         "concatenation reaches the output); end the model with a convolution")
-    group = field.groups[0]
+    group = _output_group(network, input, image_size, sigma_w, sigma_b)
     if group.mean is None:
-        covariance = group.covariance
-        if not isinstance(covariance, algebra.Activation):
-            raise TfdipError("kernel_of: the output's mean is not known (it is not that of an "
-                             "activation or of a zero-mean layer); end the model with a "
-                             "convolution or an activation")
-        return algebra.Activation(covariance.inner, covariance.name, covariance.negative_slope,
+        activation = group.covariance
+        return algebra.Activation(activation.inner, activation.name, activation.negative_slope,
                                   centered=True)
     if group.mean == 0.0:
         return group.covariance
     return group.covariance.centered(group.mean)
 
 
+def _output_group(network, input, image_size, sigma_w=None, sigma_b=None) -> Group:
+    """The output's one :class:`Group`; its mean is known or that of its final activation."""
+    field = output_field(network, input, image_size, sigma_w, sigma_b)
+    if len({id(g.covariance) for g in field.groups}) != 1:
+        raise TfdipError("kernel_of: the output's channels have different covariances (a "
+                         "concatenation reaches the output); end the model with a convolution")
+    group = field.groups[0]
+    if group.mean is None and not isinstance(group.covariance, algebra.Activation):
+        raise TfdipError("kernel_of: the output's mean is not known (it is not that of an "
+                         "activation or of a zero-mean layer); end the model with a "
+                         "convolution or an activation")
+    return group
+
+
 def output_mean(network, input: algebra.Covariance | None = None, image_size=None) -> float:
     """The mean of every output value of ``network`` over random weights (as :func:`kernel_of` centres it)."""
-    field = output_field(network, input, image_size)
-    group = field.groups[0]
+    group = _output_group(network, input, image_size)
     if group.mean is not None:
         return float(group.mean)
-    covariance = group.covariance
-    if not isinstance(covariance, algebra.Activation):
-        raise TfdipError("the output's mean is not known; end the model with a convolution or "
-                         "an activation")
-    at_zero = covariance.inner.moments(tf.zeros([1, 2], tf.float64), 1).at_zero
-    return float(tf.reshape(maps.activation_mean(covariance.name, at_zero,
-                                                         covariance.negative_slope), [-1])[0])
+    activation = group.covariance
+    at_zero = activation.inner.moments(tf.zeros([1, 2], tf.float64), 1).at_zero
+    return float(tf.reshape(maps.activation_mean(activation.name, at_zero,
+                                                 activation.negative_slope), [-1])[0])

@@ -23,7 +23,7 @@ from tensorflow_probability.python.internal import dtype_util, parameter_propert
 from tfdip.errors import TfdipError
 from tfdip.kernels import maps
 from tfdip.kernels.algebra import DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, InputNoise
-from tfdip.kernels.network import as_model, kernel_of
+from tfdip.kernels.network import as_model, image_shape, kernel_of
 
 psd_kernels = tfp.math.psd_kernels
 BASELINES = {
@@ -259,7 +259,7 @@ class DIPKernel(psd_kernels.AutoCompositeTensorPsdKernel):
             self._spec = None if isinstance(network, keras.Model) else network
             network = as_model(network)
             parameters["network"] = network
-            image_size = None if image_size is None else tuple(np.broadcast_to(image_size, 2).tolist())
+            image_size = image_shape(image_size)
             parameters["image_size"] = image_size
             dtype, p = _convert(dict(amplitude=amplitude, input_smoothing=input_smoothing,
                                      input_variance=input_variance, input_mean=input_mean,

@@ -5,8 +5,9 @@
 - :mod:`~tfdip.kernels.algebra`: :class:`Covariance` nodes composing those maps layer by layer,
   with down-sampling, up-sampling, pooling and skip connections.
 - :mod:`~tfdip.kernels.network`: :func:`kernel_of`, the covariance of a Keras network read from
-  its own layer graph, with the weight variances of its initialisers
-  (:mod:`~tfdip.kernels.initializers`).
+  its own layer graph (:mod:`~tfdip.kernels.field`: what a tensor is to the maps;
+  :mod:`~tfdip.kernels.keras_layers`: Keras' layers as maps), with the weight variances of its
+  initialisers (:mod:`~tfdip.kernels.initializers`).
 - :mod:`~tfdip.kernels.psd`: ``tfp.math.psd_kernels`` kernels (:class:`DIPKernel`,
   :class:`ArcCosineKernel`, :class:`ArcSineKernel`, :class:`InputNoiseKernel`, baselines).
 - :mod:`~tfdip.kernels.montecarlo`: the empirical covariance of random networks, to check the theory.
@@ -14,7 +15,8 @@
 """
 from tfdip.kernels.algebra import (DIP_INPUT_MEAN, DIP_INPUT_VARIANCE, Covariance, InputNoise,
                                    Moments, add, channel_average)
-from tfdip.kernels.network import Field, kernel_of
+from tfdip.kernels.field import Field
+from tfdip.kernels.network import kernel_of
 from tfdip.kernels.lattice import offset_grid
 from tfdip.kernels.montecarlo import (Comparison, CovarianceEstimate, monte_carlo_covariance,
                                       sample_input)

@@ -15,9 +15,10 @@ network and the seed. The number of chains is not among them: chain k depends on
 
 A save writes the state under a fresh prefix, flushes it to disk, then replaces ``latest.json``
 atomically (temporary file, fsync, rename) and only then deletes the files ``latest.json`` no
-longer names. A process killed at any point therefore leaves ``latest.json`` naming a complete
-checkpoint (or no ``latest.json``: the chain starts from the beginning); a save that fails (full
-disk) removes what it wrote and leaves the previous checkpoint in place.
+longer names (and temporary files a killed save left behind). A process killed at any point
+therefore leaves ``latest.json`` naming a complete checkpoint (or no ``latest.json``: the chain
+starts from the beginning); a save that fails (full disk) removes what it wrote and leaves the
+previous checkpoint in place.
 """
 from __future__ import annotations
 
@@ -171,7 +172,8 @@ class ChainCheckpoint:
             self._remove(lambda entry: entry.startswith(name))
             raise TfdipError(f"cannot save the checkpoint of step {step} in {self.folder}: "
                              f"{_reason(error)}; the previous checkpoint is kept") from None
-        self._remove(lambda entry: entry.startswith(_PREFIX) and not entry.startswith(name))
+        self._remove(lambda entry: (entry.startswith(_PREFIX) and not entry.startswith(name))
+                     or (entry.startswith(f".{LATEST_FILE}.") and entry.endswith(".tmp")))
 
     def _files(self, name):
         return [p for p in self.folder.iterdir() if p.name.startswith(name) and p.is_file()]

@@ -61,7 +61,8 @@ class DeepImagePrior(keras.Model):
         generator: a ``keras.Model`` mapping (1, Hp, Wp, C_in) to (1, Hp, Wp, C).
         physics: a :class:`tfdip.physics.Physics` (``forward``, ``mse``, ``log_likelihood``,
             ``image_shape``, ``sigma``).
-        observation: the observation y, array (h, w, C) in [0, 1].
+        observation: the observation y, array (h, w, C) on the [0, 1] scale (noisy values a
+            little outside it are fine), finite.
         size_multiple: the generator's input size must be a multiple of this (2^levels).
         min_size: the generator's smallest input height and width.
         input_noise_std: std of the per-step input jitter (DIP: 1/30 denoising, 0.03 otherwise).
@@ -92,6 +93,8 @@ class DeepImagePrior(keras.Model):
         observation = np.asarray(observation, np.float32)
         if observation.ndim != 3:
             raise TfdipError(f"the observation must be an (h, w, C) array, got shape {observation.shape}")
+        if not np.all(np.isfinite(observation)):
+            raise TfdipError("the observation contains NaN or inf values; give finite values")
         if thin < 1:
             raise TfdipError(f"thin must be >= 1, got {thin}")
         if burn_in is not None and burn_in < 0:

@@ -30,9 +30,8 @@ def _run(spec):
 # from nothing) and chain 1 after a save.
 SCENARIOS = [
     ("sgd", 1, [("step", 0, 6), ("save", 0, 8), ("step", 0, 10)]),
-    ("paper", 1, [("save", 0, 4), ("step", 0, 7), ("save", 0, 12)]),
-    ("psgld", 1, [("step", 0, 3), ("save", 0, 8), ("step", 0, 11)]),
-    ("psgld", 2, [("step", 0, 6), ("save", 1, 4), ("step", 1, 10)]),
+    ("psgld", 1, [("save", 0, 4), ("step", 0, 7), ("save", 0, 12)]),
+    ("paper", 2, [("step", 0, 6), ("save", 1, 4), ("step", 1, 10)]),
 ]
 
 
@@ -45,14 +44,11 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path, method, chains
         finished = _run(spec)
         assert finished.returncode == -signal.SIGKILL, finished.stderr[-2000:]
     assert not (tmp_path / "never.npz").exists()
-    finished = _run(dict(method=method, chains=chains, checkpoint_dir=folder, resume=True,
-                         out=str(tmp_path / "resumed.npz"), kill=None))
-    assert finished.returncode == 0, finished.stderr[-2000:]
-    resumed = np.load(tmp_path / "resumed.npz")
-
-    straight = restore(kill_driver.observation(), Denoising(0.1),
-                       **kill_driver.options(method, chains))
-    np.testing.assert_allclose(resumed["image"], straight.image, atol=1e-6)
-    np.testing.assert_allclose(resumed["last"], straight.last, atol=1e-6)
+    options = kill_driver.options(method, chains)
+    resumed = restore(kill_driver.observation(), Denoising(0.1), checkpoint_dir=folder,
+                      checkpoint_every=4, resume=True, **options)
+    straight = restore(kill_driver.observation(), Denoising(0.1), **options)
+    np.testing.assert_allclose(resumed.image, straight.image, atol=1e-6)
+    np.testing.assert_allclose(resumed.last, straight.last, atol=1e-6)
     if straight.std is not None:
-        np.testing.assert_allclose(resumed["std"], straight.std, atol=1e-6)
+        np.testing.assert_allclose(resumed.std, straight.std, atol=1e-6)

@@ -212,6 +212,14 @@ def test_options_without_their_folder_are_refused():
         restore(_noisy(), Denoising(0.1), method="sgd", iterations=2, resume=True)
 
 
+@pytest.mark.parametrize("every", [0, -3, 2.5, True])
+def test_checkpoint_intervals_below_one_step_are_refused(tmp_path, every):
+    with pytest.raises(TfdipError, match="checkpoint_every"):
+        restore(_noisy(), Denoising(0.1), method="sgd", iterations=2, checkpoint_every=every,
+                checkpoint_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 # --- full disk ------------------------------------------------------------------------------------
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     noisy = _noisy()

@@ -22,21 +22,33 @@ from tfdip.seeds import chain_seeds
 
 
 class StepTimer(keras.callbacks.Callback):
-    """Wall time per training step, excluding the first step (which traces the graph)."""
+    """Wall time per training step, excluding the first step (which traces the graph).
+
+    Marks the time at the start of every step and at the end of training; it hooks the start,
+    not the end, of steps, so Keras need not read every step's logs back to the host.
+    """
 
     def __init__(self):
         super().__init__()
         self.first_end = None
         self.last_end = None
         self.steps = 0
+        self._marks = 0
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
+        self._mark()
+
+    def on_train_end(self, logs=None):
+        self._mark()
+
+    def _mark(self):
         now = time.perf_counter()
-        if self.first_end is None:
-            self.first_end = now
-        else:
-            self.steps += 1
-        self.last_end = now
+        if self._marks == 1:
+            self.first_end = now          # the first step (and its tracing) is done
+        elif self._marks > 1:
+            self.last_end = now
+            self.steps = self._marks - 1
+        self._marks += 1
 
     @property
     def seconds_per_step(self) -> float:

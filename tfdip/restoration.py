@@ -90,9 +90,15 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
         runs = [run_mcmc_chain(observation, physics, recipe, chain=chain, **run)
                 for chain in range(chains)]
         return _summarise_mcmc(runs, recipe, seed, time.perf_counter() - start)
-    if checkpoint_every is not None and checkpoint_dir is None:
-        raise TfdipError("checkpoint_every needs checkpoint_dir, the folder to save into")
-    checkpoint_every = checkpoint_every or max(1, recipe.iterations // 10)
+    if checkpoint_every is not None:
+        if checkpoint_dir is None:
+            raise TfdipError("checkpoint_every needs checkpoint_dir, the folder to save into")
+        if isinstance(checkpoint_every, bool) or not isinstance(
+                checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+            raise TfdipError(f"checkpoint_every must be a whole number of steps >= 1, got "
+                             f"{checkpoint_every!r}")
+    else:
+        checkpoint_every = max(1, recipe.iterations // 10)
     checkpoints = _open_checkpoints(observation, physics, recipe, net, net_options, seed,
                                     checkpoint_dir, resume)
     runs = []

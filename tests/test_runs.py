@@ -103,10 +103,8 @@ def test_running_chain_k_alone_reproduces_chain_k_of_a_run():
     both = restore(noisy, Denoising(0.1), chains=2, **options)
     recipe = make_recipe("paper", "denoising", iterations=8, burn_in=2, thin=1)
     alone = run_chain(noisy, Denoising(0.1), recipe, chain=1, seed=3, net_options=MINI).model
-    pooled_of_three = restore(noisy, Denoising(0.1), chains=3, **options)
-    for model in (both.models[1], pooled_of_three.models[1]):
-        np.testing.assert_array_equal(model.moments.mean.numpy(), alone.moments.mean.numpy())
-        np.testing.assert_array_equal(model.trace.numpy(), alone.trace.numpy())
+    np.testing.assert_array_equal(both.models[1].moments.mean.numpy(), alone.moments.mean.numpy())
+    np.testing.assert_array_equal(both.models[1].trace.numpy(), alone.trace.numpy())
     assert not np.allclose(both.models[0].moments.mean.numpy(), alone.moments.mean.numpy())
 
 

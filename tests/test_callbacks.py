@@ -1,11 +1,15 @@
 """TensorBoard logging, progress bar and periodic checkpoints of a DIP run."""
-import io as _io
 import glob
+import io as _io
+import pathlib
 
+import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfdip.callbacks import CheckpointEvery, ProgressBar, TensorBoardLogger
+from tfdip.checkpoints import ChainCheckpoint
 from tfdip.physics import Denoising
 from tfdip.recipes import make_recipe
 from tfdip.restoration import make_dip, restore
@@ -60,32 +64,82 @@ def test_progress_bar_writes_one_updating_line():
     assert "6/6" in text and "s/it" in text
 
 
-def test_checkpoints_are_written_every_n_steps(tmp_path):
+class _EpochSteps(keras.callbacks.Callback):
+    """Records the run's step at every Keras epoch end."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.steps.append(int(self.model.step.numpy()))
+
+
+def test_checkpoints_at_any_interval_independent_of_logging(tmp_path, monkeypatch):
+    saved = []
+    original = ChainCheckpoint.save
+
+    def recording(self, checkpoint, step):
+        saved.append(step)
+        original(self, checkpoint, step)
+
+    monkeypatch.setattr(ChainCheckpoint, "save", recording)
     rng = np.random.default_rng(2)
     noisy = rng.uniform(size=(16, 16, 3)).astype(np.float32)
-    dip = make_dip(noisy, Denoising(0.1), make_recipe("sgd", "denoising", iterations=12),
+    dip = make_dip(noisy, Denoising(0.1), make_recipe("sgd", "denoising", iterations=13),
                    net_options=TINY)
-    dip.fit(12, log_every=2, callbacks=[CheckpointEvery(str(tmp_path), every=4, max_to_keep=5)])
-    state = tf.train.get_checkpoint_state(str(tmp_path))
-    steps = sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
-    assert steps == [4, 8, 12]
+    epochs = _EpochSteps()
+    # 13 is prime: the last Keras epoch is a partial one, not 13 epochs of one step.
+    dip.fit(13, log_every=4, callbacks=[epochs, CheckpointEvery(str(tmp_path), every=5)])
+    assert epochs.steps == [4, 8, 12, 13]
+    assert saved == [5, 10, 13]                  # every 5 steps, and at the end
+    step, prefix = ChainCheckpoint(tmp_path).latest()
+    assert step == 13
+    # Only the newest checkpoint is kept, and it holds the final weights.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "latest.json") == sorted(
+        [f"{pathlib.Path(prefix).name}.index", f"{pathlib.Path(prefix).name}.data-00000-of-00001"])
+    other = make_dip(noisy, Denoising(0.1), make_recipe("sgd", "denoising", iterations=13),
+                     net_options=TINY, seed=4)
+    other._build_optimizer()
+    assert ChainCheckpoint(tmp_path).restore(other.checkpoint()) == 13
+    for a, b in zip(other.generator.weights, dip.generator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(other.trace_index.numpy(), dip.trace_index.numpy())
 
 
-def test_restore_resumes_a_checkpointed_run(tmp_path):
+def test_default_log_interval_of_a_prime_run_is_not_one_step():
+    rng = np.random.default_rng(5)
+    noisy = rng.uniform(size=(16, 16, 3)).astype(np.float32)
+    result = restore(noisy, Denoising(0.1), method="sgd", iterations=101, net_options=TINY)
+    assert len(result.history[0]["loss"]) == 2    # steps 100 and 101, not 101 epochs
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops the process (a KeyboardInterrupt) once the run reaches ``step``."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_epoch_end(self, epoch, logs=None):
+        if int(self.model.step.numpy()) >= self.step:
+            raise KeyboardInterrupt
+
+
+def test_restore_resumes_an_interrupted_run(tmp_path):
     rng = np.random.default_rng(3)
     clean = rng.uniform(size=(16, 16, 3)).astype(np.float32)
     physics = Denoising(0.1)
     noisy = physics.simulate(clean, seed=0)
     options = dict(method="paper", iterations=16, burn_in=4, thin=2, net_options=TINY, seed=7,
-                   log_every=4)
+                   log_every=3)
     straight = restore(noisy, physics, **options)
-    # A run that "died" after 8 steps: only its first 8 steps were checkpointed.
-    partial = dict(options, iterations=16)
-    dip = make_dip(noisy, physics, make_recipe("paper", "denoising", iterations=16, burn_in=4,
-                                               thin=2), net_options=TINY, seed=7)
-    dip.fit(8, log_every=4, callbacks=[CheckpointEvery(str(tmp_path / "chain0"), every=4)])
-    resumed = restore(noisy, physics, checkpoint_dir=str(tmp_path), checkpoint_every=4,
-                      resume=True, **partial)
-    np.testing.assert_allclose(resumed.image, straight.image, atol=1e-5)
-    np.testing.assert_allclose(resumed.std, straight.std, atol=1e-5)
+    with pytest.raises(KeyboardInterrupt):
+        restore(noisy, physics, checkpoint_dir=str(tmp_path), checkpoint_every=5,
+                callbacks=[_Interrupt(9)], **options)
+    assert ChainCheckpoint(tmp_path / "chain0").latest()[0] == 5
+    resumed = restore(noisy, physics, checkpoint_dir=str(tmp_path), checkpoint_every=5,
+                      resume=True, **options)
+    np.testing.assert_allclose(resumed.image, straight.image, atol=1e-6)
+    np.testing.assert_allclose(resumed.std, straight.std, atol=1e-6)
     assert resumed.samples == straight.samples == 6

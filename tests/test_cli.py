@@ -118,12 +118,27 @@ def bad_inputs(tmp_path, clean_png):
     (["corrupt", "{d}/clean.png", "-o", "{d}/o.png", "--drop", "1.5"], "drop"),
     (["denoise", "{d}/clean.png", "--sigma", "25", "-o", "{d}/o.png", "--method", "sgd",
       "--std-out", "{d}/s.png"], "std"),
+    (["denoise", "{d}/clean.png", "--sigma", "25", "-o", "{d}/o.png", "--method", "mala",
+      "--checkpoint-dir", "{d}/ck"], "--checkpoint-dir"),
+    (["denoise", "{d}/clean.png", "--sigma", "25", "-o", "{d}/o.png", "--method", "ula",
+      "--resume"], "--resume"),
+    (["denoise", "{d}/clean.png", "--sigma", "25", "-o", "{d}/o.png", "--checkpoint-every", "5"],
+     "needs --checkpoint-dir"),
+    (["denoise", "{d}/clean.png", "--sigma", "25", "-o", "{d}/o.png", "--resume"],
+     "needs --checkpoint-dir"),
+    (["denoise", "{d}/clean.png", "--sigma", "25", "-o", "{d}/o.png", "--seed", "-1"], "seed"),
+    (["denoise", "{d}/clean.png", "--sigma", "nan", "-o", "{d}/o.png"], "sigma"),
+    (["corrupt", "{d}/clean.png", "-o", "{d}/o.png", "--noise", "25", "--seed", "-3"], "seed"),
+    (["kernel", "--net", "skip", "--depth", "3", "--plot", "{d}/o.png"], "--depth does not apply"),
+    (["kernel", "--net", "conv_stack", "--levels", "3", "--plot", "{d}/o.png"], "--levels"),
+    (["kernel", "--net", "conv_stack", "--upsample", "nearest", "--plot", "{d}/o.png"],
+     "--upsample"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(bad_inputs, argv, word, capsys):
     argv = [a.format(d=bad_inputs) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("tfdip: error:") and "\n" not in err, err
+    assert err.startswith("tfdip") and "error:" in err and "\n" not in err, err
     assert word.lower() in err.lower(), err
     assert not (bad_inputs / "o.png").exists()
 
@@ -198,3 +213,73 @@ def test_demo_writes_the_files_a_person_looks_at(tmp_path, capsys):
     assert report["psnr_posterior_mean"] > report["psnr_observed"] + 0.3
     assert report["psnr_posterior_mean"] > report["psnr_last_iterate"]
     assert "posterior mean" in capsys.readouterr().out
+
+
+def test_noisy_npy_outside_0_1_is_restored_and_the_output_clipped(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.1, 0.9, size=(16, 16, 3)).astype(np.float32)
+    noisy = clean + 0.1 * rng.standard_normal(clean.shape).astype(np.float32)
+    noisy[0, 0], noisy[1, 1] = -0.2, 1.2                       # unclipped noise, as data comes
+    np.save(tmp_path / "noisy.npy", noisy)
+    out = tmp_path / "out.npy"
+    code = run("denoise", tmp_path / "noisy.npy", "--sigma", 25, "-o", out, "--method", "psgld",
+               "--iterations", 3, "--burn-in", 1, "--quiet", *TINY)
+    assert code == 0, capsys.readouterr().err
+    restored = np.load(out)
+    assert restored.shape == clean.shape and restored.min() >= 0 and restored.max() <= 1
+
+
+def test_corrupt_adds_noise_to_known_pixels_only(tmp_path, clean_png):
+    obs, mask_out = tmp_path / "obs.npy", tmp_path / "mask.png"
+    assert run("corrupt", clean_png, "-o", obs, "--drop", 0.5, "--noise", 25, "--seed", 2,
+               "--mask-out", mask_out) == 0
+    observation = np.load(obs)
+    known = io.read_mask(mask_out, observation.shape[:2])
+    assert np.all(observation[~known] == 0)                     # dropped pixels carry no noise
+    clean = io.read_image(clean_png).pixels
+    residual = (observation - clean)[known]
+    assert np.std(residual) == pytest.approx(25 / 255, rel=0.15)
+
+
+def test_sigma_below_one_gets_a_scale_warning(tmp_path, clean_png, capsys):
+    assert run("denoise", clean_png, "--sigma", 0.1, "-o", tmp_path / "o.png", "--method", "sgd",
+               "--iterations", 2, "--quiet", *TINY) == 0
+    err = capsys.readouterr().err
+    assert "tfdip: warning: --sigma 0.1 is on the 0..255 scale" in err
+    assert "did you mean --sigma 25.5?" in err
+
+
+def test_checkpoints_and_resume_from_the_command_line(tmp_path, clean_png, capsys):
+    folder = tmp_path / "ck"
+    argv = ["denoise", clean_png, "--sigma", 25, "--method", "sgd", "--iterations", 7,
+            "--checkpoint-dir", folder, "--checkpoint-every", 3, "--quiet", *TINY]
+    # --resume before anything was saved: starts the run and says so.
+    assert run(*argv, "-o", tmp_path / "a.npy", "--resume") == 0
+    assert "no checkpoint in" in capsys.readouterr().err
+    assert json.loads((folder / "chain0" / "latest.json").read_text())["step"] == 7
+    # Resuming the finished run gives its result again, without steps.
+    assert run(*argv, "-o", tmp_path / "b.npy", "--resume") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    capsys.readouterr()
+    assert run(*argv, "-o", tmp_path / "c.npy") == 2                      # no silent overwrite
+    assert "already holds" in capsys.readouterr().err
+    assert run(*argv, "--seed", 1, "--resume", "-o", tmp_path / "d.npy") == 2
+    err = capsys.readouterr().err.strip()
+    assert "seed (0 there, 1 now)" in err and "\n" not in err
+
+
+def test_full_disk_gives_one_line_and_no_partial_output(tmp_path, clean_png, monkeypatch, capsys):
+    import errno
+
+    import tfdip.io
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tfdip.io.os, "fsync", full_disk)
+    code = run("denoise", clean_png, "--sigma", 25, "-o", tmp_path / "o.png", "--method", "sgd",
+               "--iterations", 2, "--quiet", *TINY)
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tfdip: error: no space left") and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.png"]

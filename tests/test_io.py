@@ -222,17 +222,29 @@ def test_too_small_images(tmp_path):
 @pytest.mark.parametrize("array,word", [
     (np.array([[0.5, np.nan], [0.1, 0.2]]), "NaN"),
     (np.array([[0.5, np.inf], [0.1, 0.2]]), "NaN or inf"),
-    (np.array([[0.5, 1.2], [0.1, 0.2]]), "[0, 1]"),
-    (np.array([[0.5, -0.01], [0.1, 0.2]]), "[0, 1]"),
+    (np.array([[0.5, 2.5], [0.1, 0.2]]), "0..255 data: divide by 255"),
+    (np.array([[0.5, 250.0], [0.0, 3.0]]), "0..255 data: divide by 255"),
+    (np.array([[0.5, 40000.0], [0.0, 3.0]]), "0..65535 data: divide by 65535"),
+    (np.array([[0.5, -1.5], [0.1, 0.2]]), "[0, 1]"),
+    (np.zeros((0, 4)), "no pixels"),
     (np.zeros((2, 2, 2, 1)), "shape"),
     (np.zeros((2, 2, 5)), "shape"),
     (np.zeros(4), "shape"),
     (np.array([[0, 255], [3, 4]], dtype=np.uint8), "float"),
+    (np.array([[0, 255], [3, 4]], dtype=np.uint16), "0..65535"),
 ])
 def test_bad_npy_images(tmp_path, array, word):
     np.save(tmp_path / "bad.npy", array)
     with pytest.raises(TfdipError, match=word.replace("[", r"\[").replace("]", r"\]")):
         read_image(tmp_path / "bad.npy")
+
+
+def test_noisy_observations_outside_0_1_are_kept_as_they_are(tmp_path):
+    rng = np.random.default_rng(0)
+    noisy = (rng.uniform(size=(8, 8, 3)) + 0.1 * rng.standard_normal((8, 8, 3))).astype(np.float32)
+    noisy[0, 0, 0], noisy[1, 1, 1] = -0.2, 1.2
+    np.save(tmp_path / "noisy.npy", noisy)
+    np.testing.assert_array_equal(read_image(tmp_path / "noisy.npy").pixels, noisy)
 
 
 def test_npy_rounding_noise_is_tolerated_and_clipped(tmp_path):

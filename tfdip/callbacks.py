@@ -13,6 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdip.checkpoints import ChainCheckpoint
+from tfdip.errors import TfdipError
+
 
 class ProgressBar(keras.callbacks.Callback):
     """``[#####.....] 1200/3000 loss 0.0021 PSNR(obs) 27.31 dB 0.12 s/it`` on one line of ``stream``.
@@ -105,21 +108,33 @@ def _displayable(x):
 
 
 class CheckpointEvery(keras.callbacks.Callback):
-    """Saves the model's whole run state (``DeepImagePrior.checkpoint()``) every ``every`` steps
-    (checked at Keras epoch ends) into ``directory``, keeping the newest ``max_to_keep``."""
+    """Saves the model's whole run state (``DeepImagePrior.checkpoint()``) into ``directory``
+    after every ``every`` steps of the run (any ``every >= 1``, whatever the logging interval)
+    and when training ends, atomically (:class:`tfdip.checkpoints.ChainCheckpoint`).
 
-    def __init__(self, directory: str, every: int, max_to_keep: int = 2):
+    ``DeepImagePrior.fit`` calls :meth:`on_step_interval` at the multiples of ``step_interval``.
+    """
+
+    def __init__(self, directory, every: int):
         super().__init__()
-        self.directory = directory
-        self.every = int(every)
-        self.max_to_keep = max_to_keep
-        self.manager = None
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise TfdipError(f"the checkpoint interval must be a whole number of steps >= 1, "
+                             f"got {every!r}")
+        self.store = ChainCheckpoint(directory)
+        self.step_interval = int(every)
+        self._checkpoint = None
+        self._saved_step = None
 
     def on_train_begin(self, logs=None):
-        self.manager = tf.train.CheckpointManager(
-            self.model.checkpoint(), self.directory, max_to_keep=self.max_to_keep)
+        self._checkpoint = self.model.checkpoint()
+        latest = self.store.latest()
+        self._saved_step = None if latest is None else latest[0]
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_step_interval(self, step):
+        self.store.save(self._checkpoint, step)
+        self._saved_step = step
+
+    def on_train_end(self, logs=None):
         step = int(self.model.step.numpy())
-        if step % self.every == 0:
-            self.manager.save(checkpoint_number=step)
+        if step != self._saved_step:
+            self.on_step_interval(step)

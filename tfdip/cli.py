@@ -62,14 +62,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole_number_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number_at_least(1)
+_nonnegative_int = _whole_number_at_least(0)
 
 
 def _add_restoration_options(parser):
@@ -80,7 +89,8 @@ def _add_restoration_options(parser):
                              "GP-DIP authors' recipe; sgld: plain Langevin; mala/ula: TFP MCMC")
     parser.add_argument("--iterations", type=_positive_int, help="training steps (method default)")
     parser.add_argument("--lr", type=float, help="learning rate / Langevin step size")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_nonnegative_int, default=0,
+                        help="seed of every random stream; chain k uses SeedSequence(seed, (k,))")
     parser.add_argument("--burn-in", type=int, help="steps before posterior samples are kept")
     parser.add_argument("--thin", type=_positive_int, help="keep every n-th step as a sample")
     parser.add_argument("--chains", type=_positive_int, default=1, help="independent chains")
@@ -92,10 +102,14 @@ def _add_restoration_options(parser):
     parser.add_argument("--std-npy", help="posterior std as a float .npy (H, W, C)")
     parser.add_argument("--logdir", help="TensorBoard log folder")
     parser.add_argument("--export", help="write a TF SavedModel of the result into this folder")
-    parser.add_argument("--checkpoint-dir", help="save the run's state here as it goes")
-    parser.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
+    parser.add_argument("--checkpoint-dir", help="save the run's state here as it goes (a new "
+                                                    "folder, or the folder of the run to resume)")
+    parser.add_argument("--checkpoint-every", type=_positive_int,
+                        help="steps between checkpoints, any number >= 1 (default: a tenth of "
+                             "the run); a checkpoint is also saved when each chain ends")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run saved in --checkpoint-dir")
+                        help="continue the run saved in --checkpoint-dir (same image, task, "
+                             "method, settings and seed); starts it if nothing was saved yet")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -108,18 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="restore a built-in image and write a figure")
     demo.add_argument("--out", default="tfdip_demo", help="output folder (created)")
     demo.add_argument("--iterations", type=_positive_int, default=None)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_nonnegative_int, default=0)
     demo.add_argument("--quiet", action="store_true")
 
     corrupt = sub.add_parser("corrupt", help="simulate an observation from a clean image")
     corrupt.add_argument("clean")
     corrupt.add_argument("-o", "--out", required=True)
-    corrupt.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std on 0..255")
+    corrupt.add_argument("--noise", type=float, default=0.0,
+                         help="Gaussian noise std on 0..255, added to the known pixels only "
+                              "(dropped pixels stay 0)")
     group = corrupt.add_mutually_exclusive_group()
     group.add_argument("--drop", type=float, help="fraction of pixels to drop at random")
     group.add_argument("--mask", help="mask image: nonzero = known pixel")
     corrupt.add_argument("--downscale", type=int, help="Lanczos-2 down-sampling factor")
-    corrupt.add_argument("--seed", type=int, default=0)
+    corrupt.add_argument("--seed", type=_nonnegative_int, default=0)
     corrupt.add_argument("--mask-out", help="write the mask used (255 = known)")
 
     denoise = sub.add_parser("denoise", help="remove Gaussian noise")
@@ -158,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     kernel = sub.add_parser("kernel", help="draw the infinite-width covariance of a DIP network")
     kernel.add_argument("--net", default="conv_stack",
                         choices=("conv_stack", "encoder_decoder", "skip"))
-    kernel.add_argument("--depth", type=_positive_int, help="conv_stack: hidden layers")
-    kernel.add_argument("--levels", type=_positive_int, help="skip / encoder_decoder: levels")
+    kernel.add_argument("--depth", type=_positive_int, help="conv_stack only: hidden layers")
+    kernel.add_argument("--levels", type=_positive_int,
+                        help="skip / encoder_decoder only: levels (default 5)")
     kernel.add_argument("--activation", choices=("relu", "leaky_relu", "erf"))
-    kernel.add_argument("--upsample", choices=("bilinear", "nearest"))
+    kernel.add_argument("--upsample", choices=("bilinear", "nearest"),
+                        help="skip / encoder_decoder only")
     kernel.add_argument("--input-smoothing", type=float, default=0.0,
                         help="std (pixels) of the Gaussian filter smoothing the white-noise input")
     kernel.add_argument("--max-offset", type=_positive_int, default=16)
@@ -191,10 +209,15 @@ def _physics_for(args, image_shape):
 
 
 def _sigma01(sigma_255: float) -> float:
-    from tfdip.errors import TfdipError
+    import warnings
 
-    if sigma_255 is None or not sigma_255 >= 0:
+    from tfdip.errors import TfdipError, TfdipWarning
+
+    if sigma_255 is None or not 0 <= sigma_255 < float("inf"):
         raise TfdipError(f"--sigma must be a number >= 0 (on the 0..255 scale), got {sigma_255}")
+    if 0 < sigma_255 < 1:
+        warnings.warn(f"--sigma {sigma_255:g} is on the 0..255 scale ({sigma_255 / 255:.2g} on "
+                      f"[0, 1]); did you mean --sigma {sigma_255 * 255:g}?", TfdipWarning)
     return sigma_255 / 255.0
 
 
@@ -231,9 +254,17 @@ def cmd_restore(args) -> int:
         check_export_target(args.export)
         if args.chains > 1:
             raise TfdipError("--export saves one chain's network; use it with --chains 1")
-    if (args.export or args.checkpoint_dir or args.logdir) and args.method in ("mala", "ula"):
-        raise TfdipError(f"--export, --checkpoint-dir and --logdir work with the optimizer methods "
-                         f"(sgd, paper, sgld, psgld), not with --method {args.method}")
+    if args.method in ("mala", "ula"):
+        given = [flag for flag, value in (
+            ("--export", args.export), ("--checkpoint-dir", args.checkpoint_dir),
+            ("--checkpoint-every", args.checkpoint_every), ("--resume", args.resume),
+            ("--logdir", args.logdir)) if value]
+        if given:
+            raise TfdipError(f"{', '.join(given)} work with the optimizer methods (sgd, paper, "
+                             f"sgld, psgld), not with --method {args.method}")
+    for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--resume", args.resume)):
+        if value and not args.checkpoint_dir:
+            raise TfdipError(f"{flag} needs --checkpoint-dir, the folder of the run's checkpoints")
     observed = io.read_image(args.observation)
     phys = _physics_for(args, observed.pixels.shape)
     reference = None
@@ -349,8 +380,8 @@ def cmd_corrupt(args) -> int:
 
     _check_outputs(images=(args.out, args.mask_out))
     clean = io.read_image(args.clean).pixels
-    if not args.noise >= 0:
-        raise TfdipError(f"--noise must be >= 0 (on the 0..255 scale), got {args.noise}")
+    if not 0 <= args.noise <= 255:
+        raise TfdipError(f"--noise must be in [0, 255] (on the 0..255 scale), got {args.noise}")
     if not (args.noise or args.drop is not None or args.mask or args.downscale):
         raise TfdipError("nothing to do: give --noise, --drop, --mask or --downscale")
     x = clean
@@ -363,10 +394,9 @@ def cmd_corrupt(args) -> int:
         mask = physics.Inpainting.bernoulli(x.shape[:2], 1.0 - args.drop, seed=args.seed).mask
     elif args.mask:
         mask = io.read_mask(args.mask, x.shape[:2])
-    if mask is not None:
-        x = physics.Inpainting(mask).simulate(x, seed=args.seed)
-    if args.noise:
-        x = physics.Denoising(args.noise / 255.0).simulate(x, seed=args.seed + 1)
+    sigma = args.noise / 255.0
+    degradation = physics.Denoising(sigma) if mask is None else physics.Inpainting(mask, sigma)
+    x = degradation.simulate(x, seed=args.seed + 1)
     io.write_image(args.out, x)
     if args.mask_out:
         if mask is None:
@@ -410,7 +440,14 @@ def cmd_kernel(args) -> int:
     from tfdip import nets
     from tfdip.kernels import plot_kernel
 
+    from tfdip.errors import TfdipError
+
     _check_outputs(folder=args.plot)
+    not_for = {"conv_stack": (("--levels", args.levels), ("--upsample", args.upsample)),
+               "skip": (("--depth", args.depth),), "encoder_decoder": (("--depth", args.depth),)}
+    given = [flag for flag, value in not_for[args.net] if value is not None]
+    if given:
+        raise TfdipError(f"{', '.join(given)} does not apply to --net {args.net}")
     options = {"init": "gaussian"}
     if args.activation:
         options["activation"] = args.activation
@@ -436,13 +473,21 @@ def cmd_demo(args) -> int:
     return run_demo(args.out, iterations=args.iterations, seed=args.seed, quiet=args.quiet)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """TfdipWarnings as one ``tfdip: warning: ...`` line on stderr (others stay silenced)."""
+    print(f"tfdip: warning: {message}", file=sys.stderr)
+
+
 COMMANDS = {"demo": cmd_demo, "corrupt": cmd_corrupt, "denoise": cmd_restore,
             "inpaint": cmd_restore, "superres": cmd_restore, "gp": cmd_gp, "kernel": cmd_kernel}
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:     # --help, or a bad option (one line on stderr, status 2)
+        return stop.code
     if args.version:
         print(_version())
         return 0
@@ -450,11 +495,14 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _quiet_runtime()
-    from tfdip.errors import TfdipError
+    from tfdip.errors import TfdipError, TfdipWarning
 
     start = time.perf_counter()
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", TfdipWarning)
+            warnings.showwarning = _show_warning
+            return COMMANDS[args.command](args)
     except TfdipError as error:
         print(f"tfdip: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -22,8 +22,11 @@ One training step (inside ``tf.function``), at step t with weights w_t:
    the running mean and variance of the output, and its values at a fixed random subset of pixels
    go to ``trace`` (for effective sample size and R-hat).
 
-All state (z, weights, optimizer moments, RNG states, EMA, moments, trace, step counter) lives in
-variables, so a ``tf.train.Checkpoint`` of the model and its optimizer resumes a run exactly.
+All state (z, weights, optimizer moments, RNG states, EMA, moments, traced pixels and their
+values, step counter) lives in variables, so a ``tf.train.Checkpoint`` of the model and its
+optimizer resumes a run exactly. The random streams of chain ``k`` of a run with seed ``s`` (input
+z, jitter, traced pixels; the generator's weights and the optimizer's noise in
+:func:`tfdip.chains.make_dip`) come from :func:`tfdip.seeds.chain_seeds` ``(s, k)``.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from tfdip.errors import TfdipError
 from tfdip.export import export_dip
 from tfdip.inference.moments import RunningMoments
 from tfdip.metrics import tf_psnr
+from tfdip.seeds import chain_seeds
 
 LIKELIHOODS = ("mse", "gaussian")
 
@@ -58,7 +62,8 @@ class DeepImagePrior(keras.Model):
         generator: a ``keras.Model`` mapping (1, Hp, Wp, C_in) to (1, Hp, Wp, C).
         physics: a :class:`tfdip.physics.Physics` (``forward``, ``mse``, ``log_likelihood``,
             ``image_shape``, ``sigma``).
-        observation: the observation y, array (h, w, C) in [0, 1].
+        observation: the observation y, array (h, w, C) on the [0, 1] scale (noisy values a
+            little outside it are fine), finite.
         size_multiple: the generator's input size must be a multiple of this (2^levels).
         min_size: the generator's smallest input height and width.
         input_noise_std: std of the per-step input jitter (DIP: 1/30 denoising, 0.03 otherwise).
@@ -71,20 +76,26 @@ class DeepImagePrior(keras.Model):
         burn_in, thin: posterior sampling schedule (steps); ``burn_in=None`` collects no samples.
         trace_pixels: how many random output entries to trace per sample (for ESS / R-hat).
         max_samples: capacity of the trace (samples beyond it still enter the moments).
-        seed: seeds z, the jitter and the traced pixel subset.
+        seed, chain: the run's seed and this chain's index; z, the jitter and the traced pixel
+            subset come from their streams in :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``.
+
+    Float variables (EMA, last output, trace, moments) take the generator's compute dtype, so a
+    float64 Keras policy runs in float64 throughout.
     """
 
     def __init__(self, generator, physics, observation, *, size_multiple=1, min_size=1,
                  input_channels=None,
                  input_noise_std=0.0, likelihood="mse", likelihood_sigma=None, ema_decay=0.99,
                  rollback_db=5.0, reference=None, burn_in=None, thin=1, trace_pixels=256,
-                 max_samples=512, seed=0, **kwargs):
+                 max_samples=512, seed=0, chain=0, **kwargs):
         super().__init__(**kwargs)
         if likelihood not in LIKELIHOODS:
             raise TfdipError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         observation = np.asarray(observation, np.float32)
         if observation.ndim != 3:
             raise TfdipError(f"the observation must be an (h, w, C) array, got shape {observation.shape}")
+        if not np.all(np.isfinite(observation)):
+            raise TfdipError("the observation contains NaN or inf values; give finite values")
         if thin < 1:
             raise TfdipError(f"thin must be >= 1, got {thin}")
         if burn_in is not None and burn_in < 0:
@@ -103,7 +114,9 @@ class DeepImagePrior(keras.Model):
         self.rollback_db = None if rollback_db is None else float(rollback_db)
         self.burn_in = burn_in
         self.thin = int(thin)
-        self.seed = int(seed)
+        self.seeds = chain_seeds(seed, chain)
+        self.seed, self.chain = self.seeds.seed, self.seeds.chain
+        dtype = tf.as_dtype(generator.compute_dtype)
 
         self.image_shape = tuple(int(s) for s in physics.image_shape(observation.shape))
         height, width, channels = self.image_shape
@@ -112,24 +125,26 @@ class DeepImagePrior(keras.Model):
         self.crop_offset = ((self.padded_shape[0] - height) // 2, (self.padded_shape[1] - width) // 2)
         in_channels = input_channels or generator.input_shape[-1]
 
-        self.y = tf.Variable(observation[None], trainable=False, name="observation")
+        self.y = tf.Variable(tf.constant(observation[None], dtype), trainable=False,
+                             name="observation")
         self.reference = None if reference is None else tf.constant(
-            np.asarray(reference, np.float32)[None])
-        rng = np.random.default_rng(self.seed)
-        z0 = rng.uniform(0.0, 0.1, (1, *self.padded_shape, in_channels)).astype(np.float32)
-        self.z = tf.Variable(z0, trainable=False, name="z")
-        self.jitter_seed = keras.random.SeedGenerator(self.seed + 1, name="jitter_seed")
+            np.asarray(reference, np.float32)[None], dtype)
+        z0 = self.seeds.rng("input").uniform(0.0, 0.1, (1, *self.padded_shape, in_channels))
+        self.z = tf.Variable(tf.constant(z0, dtype), trainable=False, name="z")
+        self.jitter_seed = keras.random.SeedGenerator(self.seeds.jitter, name="jitter_seed")
         image = (1, height, width, channels)
-        self.ema = tf.Variable(tf.zeros(image), trainable=False, name="ema")
-        self.last_output = tf.Variable(tf.zeros(image), trainable=False, name="last_output")
+        self.ema = tf.Variable(tf.zeros(image, dtype), trainable=False, name="ema")
+        self.last_output = tf.Variable(tf.zeros(image, dtype), trainable=False, name="last_output")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False, name="rollbacks")
-        self.last_good_psnr = tf.Variable(-np.inf, trainable=False, name="last_good_psnr")
-        self.moments = RunningMoments((height, width, channels))
+        self.last_good_psnr = tf.Variable(tf.constant(-np.inf, dtype), trainable=False,
+                                          name="last_good_psnr")
+        self.moments = RunningMoments((height, width, channels), dtype=dtype)
         num_entries = height * width * channels
-        self.trace_index = tf.constant(np.sort(rng.choice(
-            num_entries, size=min(trace_pixels, num_entries), replace=False)), tf.int32)
-        self.trace = tf.Variable(tf.zeros((max_samples, int(self.trace_index.shape[0]))),
+        self.trace_index = tf.Variable(np.sort(self.seeds.rng("trace").choice(
+            num_entries, size=min(trace_pixels, num_entries), replace=False)).astype(np.int32),
+            trainable=False, name="trace_index")
+        self.trace = tf.Variable(tf.zeros((max_samples, int(self.trace_index.shape[0])), dtype),
                                  trainable=False, name="trace")
         self.shadow = [tf.Variable(w, trainable=False, name="shadow")
                        for w in generator.trainable_variables]
@@ -229,21 +244,61 @@ class DeepImagePrior(keras.Model):
         tf.cond(take, update, lambda: tf.constant(False))
 
     # ------------------------------------------------------------------ user API
-    def fit(self, iterations, *, log_every=None, callbacks=None, verbose=0, **kwargs):
-        """Run ``iterations`` training steps. Keras epochs are chunks of ``log_every`` steps (the
-        granularity of History, callbacks' ``on_epoch_end`` and progress); the step counter
-        continues across calls, so ``fit`` twice for n steps equals once for 2n."""
-        if not isinstance(iterations, (int, np.integer)) or iterations < 1:
+    def fit(self, iterations, *, log_every=None, callbacks=None, verbose=0):
+        """Run ``iterations`` training steps (each one ``train_step`` inside ``tf.function``).
+
+        A Keras epoch ends at every multiple of ``log_every`` steps of the run (default
+        ``min(iterations, 100)``) and after the last step: that is the granularity of History,
+        callbacks' ``on_epoch_end`` and progress. A callback with an integer attribute
+        ``step_interval`` gets ``on_step_interval(step)`` after every step of the run that is a
+        multiple of it (checkpoints at any interval); the steps in between run back to back
+        without reading anything back to the host. The step counter continues across calls, so
+        ``fit`` twice for n steps equals once for 2n.
+        """
+        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
+                or iterations < 1:
             raise TfdipError(f"iterations must be a positive integer, got {iterations!r}")
         log_every = int(log_every or min(iterations, 100))
-        if iterations % log_every:
-            raise TfdipError(f"iterations ({iterations}) must be a multiple of log_every ({log_every})")
+        if log_every < 1:
+            raise TfdipError(f"log_every must be a positive integer, got {log_every}")
         self._build_optimizer()
-        data = tf.data.Dataset.from_tensors(tf.zeros((1,))).repeat()
-        done = int(self.step.numpy()) // log_every
-        return super().fit(data, epochs=done + iterations // log_every, initial_epoch=done,
-                           steps_per_epoch=log_every, callbacks=callbacks, verbose=verbose,
-                           shuffle=False, **kwargs)
+        callbacks = list(callbacks or [])
+        intervals = sorted({int(c.step_interval) for c in callbacks
+                            if getattr(c, "step_interval", None)})
+        step = int(self.step.numpy())
+        end = step + int(iterations)
+        callback_list = keras.callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=verbose != 0, model=self,
+            verbose=verbose, epochs=-(-end // log_every), steps=log_every)
+        self.stop_training = False
+        callback_list.on_train_begin()
+        logs = {}
+        while step < end and not self.stop_training:
+            epoch = step // log_every
+            epoch_end = min((epoch + 1) * log_every, end)
+            self.reset_metrics()
+            callback_list.on_epoch_begin(epoch)
+            while step < epoch_end:
+                stop = min([epoch_end] + [(step // n + 1) * n for n in intervals])
+                for batch in range(step - epoch * log_every, stop - epoch * log_every):
+                    callback_list.on_train_batch_begin(batch)
+                    logs = self._train_function()
+                    callback_list.on_train_batch_end(batch, logs)
+                step = stop
+                for callback in callbacks:
+                    interval = getattr(callback, "step_interval", None)
+                    if interval and step % int(interval) == 0:
+                        callback.on_step_interval(step)
+            callback_list.on_epoch_end(epoch, dict(logs))
+        callback_list.on_train_end(dict(logs))
+        return self.history
+
+    @property
+    def _train_function(self):
+        """``train_step`` compiled once with ``tf.function`` (no input: the data is z and y)."""
+        if getattr(self, "_compiled_step", None) is None:
+            self._compiled_step = tf.function(lambda: self.train_step(None))
+        return self._compiled_step
 
     def _build_optimizer(self):
         if self.optimizer is None:
@@ -253,6 +308,7 @@ class DeepImagePrior(keras.Model):
 
     def compile(self, optimizer="adam", **kwargs):
         super().compile(optimizer=optimizer, **kwargs)
+        self._compiled_step = None  # the next fit traces train_step with this optimizer
 
     def restored(self, which="last"):
         """The restoration as an (H, W, C) NumPy array: ``"last"`` (G(z) at the current weights),
@@ -271,9 +327,10 @@ class DeepImagePrior(keras.Model):
 
     def checkpoint(self):
         """A ``tf.train.Checkpoint`` holding every piece of state of a run (weights, optimizer and
-        sampler state, RNG states, EMA, moments, trace, step)."""
+        sampler state, RNG states, EMA, moments, traced pixels and trace, step)."""
         return tf.train.Checkpoint(
             generator=self.generator, optimizer=self.optimizer, z=self.z,
             jitter_seed=self.jitter_seed.state, ema=self.ema, last_output=self.last_output,
             step=self.step, rollbacks=self.rollbacks, last_good_psnr=self.last_good_psnr,
-            moments=self.moments, trace=self.trace, shadow=list(self.shadow))
+            moments=self.moments, trace=self.trace, trace_index=self.trace_index,
+            shadow=list(self.shadow))

@@ -7,3 +7,8 @@ library users can catch it to tell their own mistakes from bugs.
 
 class TfdipError(ValueError):
     """Bad input or an impossible request; the message says what is wrong and what to do."""
+
+
+class TfdipWarning(UserWarning):
+    """Something the user should know that does not stop the work (the command line prints it
+    as ``tfdip: warning: ...``)."""

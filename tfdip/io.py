@@ -1,14 +1,17 @@
 """Reading and writing images, masks, arrays and reports, with validation and atomic writes.
 
-Images come back as float32 arrays (H, W, C) in [0, 1] with C = 1 (gray) or 3 (RGB); an alpha
-channel is split off so it can be passed through a restoration unchanged. Supported inputs:
+Images come back as float32 arrays (H, W, C) on the [0, 1] scale with C = 1 (gray) or 3 (RGB);
+an alpha channel is split off so it can be passed through a restoration unchanged. Integer files
+give values in [0, 1]; float files (``.npy``, float TIFF) may hold noisy values a little outside
+it (within ``NOISY_RANGE``, kept as they are, since noise in real data is rarely clipped); NaN,
+inf and data on another scale (0..255, 0..65535) are refused with a hint. Supported inputs:
 
 * PNG, JPEG, TIFF, BMP, GIF and whatever else Pillow opens, in modes 1, L, P, LA, PA, RGB, RGBA,
   CMYK, YCbCr, 16-bit gray (I;16*, I), float (F, values in [0, 1]); the first frame of
   multi-frame files; the EXIF orientation is applied.
 * 16-bit colour PNG and TIFF, which Pillow would cut to 8 bits: decoded with TensorFlow's PNG
   decoder and tifffile instead.
-* ``.npy`` float arrays (H, W) or (H, W, C), C in {1, 2, 3, 4} (2 and 4 carry alpha), in [0, 1].
+* ``.npy`` float arrays (H, W) or (H, W, C), C in {1, 2, 3, 4} (2 and 4 carry alpha).
 
 Every write goes to a temporary file in the destination folder that is renamed over the target
 (``os.replace``) only once complete, so a failed or interrupted write leaves nothing behind.
@@ -38,8 +41,12 @@ IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF",
 #: Extensions :func:`check_output_path` accepts by default: the images and reports io writes.
 WRITABLE_EXTENSIONS = (*IMAGE_FORMATS, ".json")
 
-#: How far outside [0, 1] float input may stray (rounding) before it is rejected; it is clipped.
+#: How far outside [0, 1] float input may stray (rounding) and still be clipped to [0, 1].
 RANGE_TOLERANCE = 1e-4
+
+#: Float input within this range is accepted unclipped (noisy observations of a [0, 1] image,
+#: noise std up to about 1/3); beyond it, the data is on another scale and refused with a hint.
+NOISY_RANGE = (-1.0, 2.0)
 
 _GRAY_16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -49,7 +56,7 @@ class Image:
     """An image read from disk.
 
     Attributes:
-        pixels: float32 (H, W, C) in [0, 1], C = 1 or 3.
+        pixels: float32 (H, W, C), C = 1 or 3, in [0, 1] (float sources: within NOISY_RANGE).
         alpha: float32 (H, W, 1) in [0, 1], or None when the file has no alpha channel.
         bit_depth: bits per channel of the source, 8 or 16 (16 also for float sources: ``.npy``
             and float TIFF), the depth to write results back with.
@@ -76,17 +83,38 @@ def _check_readable_file(path: Path) -> None:
         raise TfdipError(f"{path} is empty (0 bytes); give a valid image file")
 
 
-def _float_array_in_unit_range(array: np.ndarray, path: Path) -> np.ndarray:
-    """Validate float data meant to be in [0, 1]; clip rounding noise; return float32."""
+def _scale_hint(low: float, high: float) -> str:
+    """What float values far outside [0, 1] probably are, and how to rescale them."""
+    if low >= -RANGE_TOLERANCE and high <= 255 * 1.25:
+        return "they look like 0..255 data: divide by 255"
+    if low >= -RANGE_TOLERANCE and high <= 65535 * 1.25:
+        return "they look like 0..65535 data: divide by 65535"
+    return "rescale them to [0, 1]"
+
+
+def _float_samples(array: np.ndarray, path: Path) -> np.ndarray:
+    """Validate float samples of an image on the [0, 1] scale; return float32.
+
+    Values within ``RANGE_TOLERANCE`` of [0, 1] are clipped to it (rounding). Values further
+    out but inside ``NOISY_RANGE`` are kept as they are: noisy observations are rarely clipped.
+    NaN, inf and values beyond ``NOISY_RANGE`` (another scale) are refused.
+    """
     if not np.issubdtype(array.dtype, np.floating):
-        raise TfdipError(f"{path} holds {array.dtype} values; save float values in [0, 1]")
+        scale = {np.dtype(np.uint8): " (0..255 data? save as PNG or divide by 255)",
+                 np.dtype(np.uint16): " (0..65535 data? save as PNG or divide by 65535)"}
+        raise TfdipError(f"{path} holds {array.dtype} values{scale.get(array.dtype, '')}; save "
+                         f"float values in [0, 1]")
+    if array.size == 0:
+        raise TfdipError(f"{path} holds no pixels (shape {array.shape}); give a non-empty image")
     if not np.all(np.isfinite(array)):
         raise TfdipError(f"{path} contains NaN or inf values; give finite values in [0, 1]")
     low, high = float(array.min()), float(array.max())
-    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
-        raise TfdipError(f"{path} has values in [{low:.4g}, {high:.4g}] but images must be in "
-                         f"[0, 1]; rescale it (e.g. divide 8-bit values by 255)")
-    return np.clip(array, 0, 1).astype(np.float32)
+    if low >= -RANGE_TOLERANCE and high <= 1 + RANGE_TOLERANCE:
+        return np.clip(array, 0, 1).astype(np.float32)
+    if NOISY_RANGE[0] <= low and high <= NOISY_RANGE[1]:
+        return array.astype(np.float32)
+    raise TfdipError(f"{path} has values in [{low:.4g}, {high:.4g}], far outside the [0, 1] "
+                     f"scale of images; {_scale_hint(low, high)}")
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -100,7 +128,8 @@ def _split_alpha(samples: np.ndarray, bit_depth: int, source_mode: str) -> Image
     """An :class:`Image` from (H, W, C) samples; C = 2 or 4 means the last channel is alpha."""
     has_alpha = samples.shape[2] in (2, 4)
     return Image(pixels=samples[:, :, :-1] if has_alpha else samples,
-                 alpha=samples[:, :, -1:] if has_alpha else None, bit_depth=bit_depth,
+                 alpha=np.clip(samples[:, :, -1:], 0, 1) if has_alpha else None,
+                 bit_depth=bit_depth,
                  source_mode=source_mode)
 
 
@@ -111,7 +140,7 @@ def _read_npy_image(path: Path) -> Image:
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
         raise TfdipError(f"{path} has shape {array.shape}; an image array must be (H, W) or "
                          f"(H, W, C) with C = 1, 3 (or 2, 4 with alpha)")
-    return _split_alpha(_float_array_in_unit_range(array, path), 16, "npy")
+    return _split_alpha(_float_samples(array, path), 16, "npy")
 
 
 def _raw_mode(image: PILImage.Image) -> str:
@@ -133,7 +162,7 @@ def _unit_samples(array: np.ndarray, path: Path):
         return (array / 255.0).astype(np.float32), 8
     if array.dtype == np.uint16:
         return (array / 65535.0).astype(np.float32), 16
-    return _float_array_in_unit_range(array, path), 16
+    return _float_samples(array, path), 16
 
 
 def _wide_colour_samples(path: Path, image: PILImage.Image) -> Optional[np.ndarray]:

@@ -1,49 +1,52 @@
-"""Restoration with TFP's MCMC kernels over the generator's weights (methods ``mala`` and ``ula``).
+"""One chain of TFP MCMC over the generator's weights (methods ``mala`` and ``ula``).
 
-The same :class:`tfdip.DeepImagePrior` set-up (generator, fixed input z, padding and crop, physics)
-provides the target: ``log p(w | y) = log p(y | crop(G_w(z))) + log N(w; 0, I)``, with the Gaussian
-likelihood of the recipe's noise level. :func:`tfdip.inference.sample_posterior_mcmc` runs the
-chains; its traced outputs give the posterior mean, std and the ESS / R-hat diagnostics.
+The same :class:`tfdip.DeepImagePrior` set-up as the optimizer methods (generator, fixed input
+z, padding and crop, physics; :func:`tfdip.chains.make_dip` for chain k of the run's seed)
+provides the target ``log p(w | y) = log p(y | crop(G_w(z))) + log N(w; 0, I)`` with the
+Gaussian likelihood of the recipe's noise level. :func:`tfdip.inference.sample_posterior_mcmc`
+runs the chain from the chain's initial weights with the kernel noise of the chain's ``sampler``
+stream, so chain k depends on (seed, k) only, as for the other methods. The whole chain runs in
+one TFP graph: it has no checkpoints, callbacks or logs (:func:`tfdip.restore` refuses them).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
-from tfdip.inference import chain_diagnostics, sample_posterior_mcmc
+import numpy as np
+
+from tfdip.chains import make_dip
+from tfdip.inference import sample_posterior_mcmc
 
 
-def restore_mcmc(observation, physics, recipe, *, net="skip", net_options=None, reference=None,
-                 seed=0, chains=1, check_resources=True):
-    """:func:`tfdip.restore` for ``recipe.method`` in {"mala", "ula"}; returns a Restoration."""
-    from tfdip.restoration import Restoration, make_dip
+@dataclasses.dataclass
+class McmcChain:
+    """The traced outputs of one chain, cropped to the image: ``samples`` (num_results, H, W, C);
+    the MALA acceptance rate (None for ULA) and the wall time in seconds."""
 
-    dip = make_dip(observation, physics, recipe, net=net, net_options=net_options,
-                   reference=reference, seed=seed, check_resources=check_resources)
+    samples: np.ndarray
+    accept_rate: float | None
+    seconds: float
+
+
+def run_mcmc_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip",
+                   net_options=None, check_resources=True) -> McmcChain:
+    """Run chain ``chain`` of the run seeded with ``seed`` for ``recipe.method`` in
+    {"mala", "ula"}: ``recipe.burn_in`` steps discarded, then every ``recipe.thin``-th state
+    traced up to ``recipe.iterations`` steps."""
+    dip = make_dip(observation, physics, recipe, net=net, net_options=net_options, seed=seed,
+                   chain=chain, check_resources=check_resources)
     sigma = recipe.likelihood_sigma
 
     def log_likelihood(x_hat):
         return physics.log_likelihood(dip.y, dip.crop(x_hat), sigma=sigma)
 
-    num_results = (recipe.iterations - recipe.burn_in) // recipe.thin
     start = time.perf_counter()
     result = sample_posterior_mcmc(
         dip.generator, dip.z, log_likelihood, kernel=recipe.method,
-        step_size=recipe.learning_rate, num_results=num_results,
-        num_burnin_steps=recipe.burn_in, num_chains=chains, thin=recipe.thin, seed=seed)
-    seconds = time.perf_counter() - start
-    (top, left), (height, width, _) = dip.crop_offset, dip.image_shape
-
-    def crop(x):
-        return x[..., top:top + height, left:left + width, :]
-
-    samples = crop(result.samples)
-    diagnostics = chain_diagnostics(samples)  # on the image itself, not the padded border
-    if result.accept_rate is not None:
-        diagnostics["accept_rate"] = result.accept_rate
-    return Restoration(
-        image=crop(result.mean).clip(0.0, 1.0), last=samples[-1, 0], ema=None,
-        std=crop(result.std),
-        samples=int(samples.shape[0] * samples.shape[1]), diagnostics=diagnostics,
-        method=recipe.method, iterations=recipe.iterations, seed=seed, seconds=seconds,
-        seconds_per_iteration=seconds / (recipe.iterations * chains), rollbacks=0, history=[],
-        models=[])
+        step_size=recipe.learning_rate,
+        num_results=(recipe.iterations - recipe.burn_in) // recipe.thin,
+        num_burnin_steps=recipe.burn_in, num_chains=1, thin=recipe.thin,
+        seed=dip.seeds.sampler, init="current")
+    return McmcChain(samples=np.asarray(dip.crop(result.samples[:, 0])),
+                     accept_rate=result.accept_rate, seconds=time.perf_counter() - start)

@@ -95,6 +95,10 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
         if thin < 1:
             raise TfdipError(f"thin must be at least 1, got {thin}")
     else:
+        given = [name for name, value in (("burn-in", burn_in), ("thin", thin)) if value is not None]
+        if given:
+            raise TfdipError(f"{' and '.join(given)} apply to the sampling methods (paper, sgld, "
+                             f"psgld, mala, ula), not to {method}")
         burn_in, thin = None, 1
     langevin = method in ("sgld", "psgld", "mala", "ula")
     if sigma is not None and sigma < 0:

@@ -8,20 +8,17 @@ the last iterate, sampling diagnostics and timings.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from tfdip import nets
-from tfdip.callbacks import CheckpointEvery
-from tfdip.dip import DeepImagePrior
+from tfdip.chains import build_generator, make_dip, net_spec, run_chain  # noqa: F401 (API)
+from tfdip.checkpoints import RunCheckpoints, run_settings
 from tfdip.errors import TfdipError
-from tfdip.inference import RunningMoments, chain_diagnostics, combine
-from tfdip.recipes import MCMC_METHODS, OPTIMIZER_METHODS, make_recipe
-from tfdip.resources import check_memory
+from tfdip.inference import chain_diagnostics, combine
+from tfdip.mcmc_restore import run_mcmc_chain
+from tfdip.recipes import MCMC_METHODS, make_recipe
+from tfdip.seeds import chain_seeds
 
 
 @dataclasses.dataclass
@@ -49,66 +46,6 @@ class Restoration:
         return None if self.std is None else self.std.mean(axis=-1)
 
 
-class StepTimer(keras.callbacks.Callback):
-    """Wall time per training step, excluding the first step (which traces the graph)."""
-
-    def __init__(self):
-        super().__init__()
-        self.first_end = None
-        self.last_end = None
-        self.steps = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        if self.first_end is None:
-            self.first_end = now
-        else:
-            self.steps += 1
-        self.last_end = now
-
-    @property
-    def seconds_per_step(self) -> float:
-        if not self.steps:
-            return float("nan")
-        return (self.last_end - self.first_end) / self.steps
-
-
-def build_generator(net, output_channels: int, net_options=None, seed: int = 0):
-    """The generator for ``net`` (a registry name or a spec) with ``output_channels`` outputs.
-    ``seed`` seeds the weight initialisation."""
-    keras.utils.set_random_seed(seed)
-    if isinstance(net, str):
-        spec = nets.spec_for(net, **{"output_channels": output_channels, **(net_options or {})})
-    else:
-        spec = dataclasses.replace(net, output_channels=output_channels)
-    return spec, spec.build()
-
-
-def make_dip(observation, physics, recipe, *, net="skip", net_options=None, reference=None,
-             seed=0, check_resources=True) -> DeepImagePrior:
-    """A :class:`DeepImagePrior` for ``recipe`` (see :mod:`tfdip.recipes`), compiled with the
-    recipe's optimizer for the optimizer methods."""
-    observation = np.asarray(observation, np.float32)
-    spec, generator = build_generator(net, observation.shape[-1], net_options, seed)
-    dip = DeepImagePrior(
-        generator, physics, observation, size_multiple=spec.size_multiple, min_size=spec.min_size,
-        input_noise_std=recipe.input_noise_std, likelihood=recipe.likelihood,
-        likelihood_sigma=recipe.likelihood_sigma, ema_decay=recipe.ema_decay,
-        rollback_db=recipe.rollback_db, reference=reference, burn_in=recipe.burn_in,
-        thin=recipe.thin, max_samples=_expected_samples(recipe), seed=seed)
-    if check_resources:
-        check_memory(generator, dip.z.shape, dip.image_shape)
-    if recipe.method in OPTIMIZER_METHODS:
-        dip.compile(optimizer=recipe.optimizer(seed=seed))
-    return dip
-
-
-def _expected_samples(recipe) -> int:
-    if recipe.burn_in is None:
-        return 1
-    return (recipe.iterations - recipe.burn_in + recipe.thin - 1) // recipe.thin
-
-
 def restore(observation, physics, *, method="psgld", iterations=None, learning_rate=None,
             net="skip", net_options=None, reference=None, seed=0, burn_in=None, thin=None,
             chains=1, input_noise_std=None, log_every=None, callbacks=None, verbose=0,
@@ -116,79 +53,86 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
             check_resources=True) -> Restoration:
     """Restore ``observation`` (h, w, C) degraded by ``physics`` with ``method``.
 
-    ``chains`` independent runs (seeds ``seed``, ``seed + 1``, ...) are pooled: their posterior
-    moments are combined (Chan et al.) and their traces give R-hat. ``callbacks`` are Keras
-    callbacks (or a function ``chain -> list of callbacks``) passed to every chain's ``fit``.
+    ``chains`` independent chains are pooled: their posterior moments are combined (Chan et al.)
+    and their traces give R-hat. Chain k's random streams (weights, input, jitter, sampler noise,
+    traced pixels) come from ``SeedSequence(seed, spawn_key=(k, ...))`` (:mod:`tfdip.seeds`), so
+    chain k is the same whatever the number of chains. ``callbacks`` are Keras callbacks (or a
+    function ``chain -> list of callbacks``) passed to every chain's ``fit``; ``log_every`` is
+    their epoch length (default ``min(iterations, 100)`` steps).
 
-    With ``checkpoint_dir``, each chain saves its whole state every ``checkpoint_every`` steps
-    (into ``checkpoint_dir/chain<k>``); ``resume=True`` continues from the newest checkpoints, and
-    gives the same result as an uninterrupted run with the same seed.
+    With ``checkpoint_dir``, each chain saves its whole state atomically every
+    ``checkpoint_every`` steps (any interval >= 1; default a tenth of the run) and when it ends
+    (:mod:`tfdip.checkpoints`). ``resume=True`` checks that the folder holds this run (same
+    image, task, method, recipe, net and seed; a one-line error names what differs), then
+    continues every chain from its newest checkpoint, starts the chains that had not saved yet,
+    and gives the same result as an uninterrupted run. With nothing saved yet it starts from the
+    beginning and warns (:class:`tfdip.errors.TfdipWarning`).
+
+    The MCMC methods (``mala``, ``ula``) run each chain as one TFP graph: they refuse
+    ``callbacks``, ``log_every``, ``input_noise_std`` and the checkpoint options.
     """
-    if chains < 1:
-        raise TfdipError(f"chains must be at least 1, got {chains}")
+    if isinstance(chains, bool) or not isinstance(chains, (int, np.integer)) or chains < 1:
+        raise TfdipError(f"chains must be a whole number >= 1, got {chains!r}")
+    chain_seeds(seed)  # a bad seed fails here, before any file is written
     recipe = make_recipe(method, physics.name, iterations=iterations, learning_rate=learning_rate,
                          burn_in=burn_in, thin=thin, sigma=physics.sigma,
                          input_noise_std=input_noise_std)
     if chains > 1 and not recipe.is_bayesian:
         raise TfdipError(f"several chains need a sampling method (paper, sgld, psgld, mala, ula), "
                          f"not {method}")
-    if method in MCMC_METHODS:
-        from tfdip.mcmc_restore import restore_mcmc
-
-        return restore_mcmc(observation, physics, recipe, net=net, net_options=net_options,
-                            seed=seed, chains=chains)
-    log_every = log_every or _log_every(recipe.iterations)
-    if checkpoint_dir is not None:
-        checkpoint_every = checkpoint_every or max(log_every, recipe.iterations // 10)
-        if checkpoint_every % log_every:
-            raise TfdipError(f"checkpoint_every ({checkpoint_every}) must be a multiple of "
-                             f"log_every ({log_every})")
-    elif resume:
-        raise TfdipError("resume needs the checkpoint folder of the run")
+    observation = np.asarray(observation, np.float32)
+    run = dict(net=net, net_options=net_options, seed=seed, check_resources=check_resources)
     start = time.perf_counter()
-    models, histories, timers = [], [], []
+    if method in MCMC_METHODS:
+        _refuse_for_mcmc(method, callbacks=callbacks, log_every=log_every,
+                         input_noise_std=input_noise_std, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=checkpoint_every, resume=resume)
+        runs = [run_mcmc_chain(observation, physics, recipe, chain=chain, **run)
+                for chain in range(chains)]
+        return _summarise_mcmc(runs, recipe, seed, time.perf_counter() - start)
+    if checkpoint_every is not None:
+        if checkpoint_dir is None:
+            raise TfdipError("checkpoint_every needs checkpoint_dir, the folder to save into")
+        if isinstance(checkpoint_every, bool) or not isinstance(
+                checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+            raise TfdipError(f"checkpoint_every must be a whole number of steps >= 1, got "
+                             f"{checkpoint_every!r}")
+    else:
+        checkpoint_every = max(1, recipe.iterations // 10)
+    checkpoints = _open_checkpoints(observation, physics, recipe, net, net_options, seed,
+                                    checkpoint_dir, resume)
+    runs = []
     for chain in range(chains):
-        dip = make_dip(observation, physics, recipe, net=net, net_options=net_options,
-                       reference=reference, seed=seed + chain, check_resources=check_resources)
-        timer = StepTimer()
         extra = callbacks(chain) if callable(callbacks) else list(callbacks or [])
-        if checkpoint_dir is not None:
-            folder = os.path.join(checkpoint_dir, f"chain{chain}")
-            if resume:
-                _resume(dip, folder)
-            extra.append(CheckpointEvery(folder, checkpoint_every))
-        remaining = recipe.iterations - int(dip.step.numpy())
-        history = dip.fit(remaining, log_every=log_every, callbacks=[timer, *extra],
-                          verbose=verbose) if remaining > 0 else _no_history()
-        models.append(dip)
-        histories.append(history.history)
-        timers.append(timer)
-    return _summarise(models, recipe, histories, timers, seed, time.perf_counter() - start)
+        runs.append(run_chain(observation, physics, recipe, chain=chain, reference=reference,
+                              callbacks=extra, log_every=log_every, checkpoints=checkpoints,
+                              checkpoint_every=checkpoint_every, verbose=verbose, **run))
+    return _summarise(runs, recipe, seed, time.perf_counter() - start)
 
 
-def _resume(dip, folder: str) -> None:
-    """Load the newest checkpoint of ``folder`` into ``dip`` (a fresh model of the same run)."""
-    latest = tf.train.latest_checkpoint(folder)
-    if latest is None:
-        raise TfdipError(f"no checkpoint to resume from in {folder}; run without resume first")
-    dip._build_optimizer()
-    try:
-        dip.checkpoint().restore(latest).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as error:
-        raise TfdipError(f"the checkpoint in {folder} does not belong to this run "
-                         f"(other image, net or method): {str(error).splitlines()[0]}")
+def _refuse_for_mcmc(method, **options) -> None:
+    given = [name for name, value in options.items() if value]
+    if given:
+        raise TfdipError(f"{', '.join(given)} work with the optimizer methods (sgd, paper, sgld, "
+                         f"psgld), not with method {method}, which runs each chain as one graph")
 
 
-def _no_history():
-    return keras.callbacks.History()
+def _open_checkpoints(observation, physics, recipe, net, net_options, seed, checkpoint_dir,
+                      resume):
+    """The run's opened :class:`RunCheckpoints`, or None without ``checkpoint_dir``."""
+    if checkpoint_dir is None:
+        if resume:
+            raise TfdipError("resume needs the checkpoint folder of the run (checkpoint_dir)")
+        return None
+    spec = net_spec(net, observation.shape[-1], net_options)
+    checkpoints = RunCheckpoints(checkpoint_dir, run_settings(observation, physics, recipe, spec,
+                                                              seed))
+    checkpoints.open(resume)
+    return checkpoints
 
 
-def _log_every(iterations: int) -> int:
-    """The largest divisor of ``iterations`` that is at most 100."""
-    return max(d for d in range(1, min(iterations, 100) + 1) if iterations % d == 0)
-
-
-def _summarise(models, recipe, histories, timers, seed, seconds) -> Restoration:
+def _summarise(runs, recipe, seed, seconds) -> Restoration:
+    models = [run.model for run in runs]
     last = models[0].restored("last")
     ema = models[0].restored("ema") if recipe.ema_decay is not None else None
     std, samples, diagnostics = None, 0, None
@@ -202,13 +146,29 @@ def _summarise(models, recipe, histories, timers, seed, seconds) -> Restoration:
         diagnostics = chain_diagnostics(_traces(models))
     else:
         image = ema if ema is not None else last
-    per_step = float(np.nanmean([t.seconds_per_step for t in timers]))
+    per_step = float(np.nanmean([run.timer.seconds_per_step for run in runs]))
     return Restoration(
-        image=np.clip(image, 0.0, 1.0), last=last, ema=ema, std=std, samples=samples,
+        image=np.clip(image, 0.0, 1.0), last=np.clip(last, 0.0, 1.0),
+        ema=None if ema is None else np.clip(ema, 0.0, 1.0), std=std, samples=samples,
         diagnostics=diagnostics, method=recipe.method, iterations=recipe.iterations, seed=seed,
         seconds=seconds, seconds_per_iteration=per_step,
         rollbacks=int(sum(int(m.rollbacks.numpy()) for m in models)),
-        history=histories, models=models)
+        history=[run.history for run in runs], models=models)
+
+
+def _summarise_mcmc(runs, recipe, seed, seconds) -> Restoration:
+    samples = np.stack([run.samples for run in runs], axis=1)  # (results, chains, H, W, C)
+    diagnostics = chain_diagnostics(samples)
+    rates = [run.accept_rate for run in runs if run.accept_rate is not None]
+    if rates:
+        diagnostics["accept_rate"] = float(np.mean(rates))
+    return Restoration(
+        image=samples.mean(axis=(0, 1)).clip(0.0, 1.0), last=samples[-1, 0].clip(0.0, 1.0),
+        ema=None, std=samples.std(axis=(0, 1)),
+        samples=int(samples.shape[0] * samples.shape[1]), diagnostics=diagnostics,
+        method=recipe.method, iterations=recipe.iterations, seed=seed, seconds=seconds,
+        seconds_per_iteration=seconds / (recipe.iterations * len(runs)), rollbacks=0, history=[],
+        models=[])
 
 
 def _traces(models) -> np.ndarray:

@@ -1,0 +1,136 @@
+"""One chain of a restoration: its model, built from (seed, chain), and its checkpointed run.
+
+Chain ``k`` of a run seeded with ``s`` is a pure function of ``(s, k)`` (:mod:`tfdip.seeds`):
+:func:`make_dip` seeds the generator's weights, the input z, the jitter, the traced pixels and
+the optimizer's noise from their own streams, and :func:`run_chain` runs (or resumes) that chain
+alone, so chains can be run in any order, any subset, on any machine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+
+from tfdip import nets
+from tfdip.callbacks import CheckpointEvery
+from tfdip.dip import DeepImagePrior
+from tfdip.recipes import OPTIMIZER_METHODS
+from tfdip.resources import check_memory
+from tfdip.seeds import chain_seeds
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Wall time per training step, excluding the first step (which traces the graph).
+
+    Marks the time at the start of every step and at the end of training; it hooks the start,
+    not the end, of steps, so Keras need not read every step's logs back to the host.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.first_end = None
+        self.last_end = None
+        self.steps = 0
+        self._marks = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._mark()
+
+    def on_train_end(self, logs=None):
+        self._mark()
+
+    def _mark(self):
+        now = time.perf_counter()
+        if self._marks == 1:
+            self.first_end = now          # the first step (and its tracing) is done
+        elif self._marks > 1:
+            self.last_end = now
+            self.steps = self._marks - 1
+        self._marks += 1
+
+    @property
+    def seconds_per_step(self) -> float:
+        if not self.steps:
+            return float("nan")
+        return (self.last_end - self.first_end) / self.steps
+
+
+def net_spec(net, output_channels: int, net_options=None):
+    """The architecture spec of ``net`` (a registry name or a spec) with ``output_channels``."""
+    if isinstance(net, str):
+        return nets.spec_for(net, **{"output_channels": output_channels, **(net_options or {})})
+    return dataclasses.replace(net, output_channels=output_channels)
+
+
+def build_generator(net, output_channels: int, net_options=None, seed: int = 0):
+    """``(spec, generator)`` for ``net`` with ``output_channels`` outputs; ``seed`` (an int in
+    [0, 2^31)) seeds the weight initialisation through Keras' global seed."""
+    keras.utils.set_random_seed(seed)
+    spec = net_spec(net, output_channels, net_options)
+    return spec, spec.build()
+
+
+def make_dip(observation, physics, recipe, *, net="skip", net_options=None, reference=None,
+             seed=0, chain=0, check_resources=True) -> DeepImagePrior:
+    """The :class:`DeepImagePrior` of chain ``chain`` of a run seeded with ``seed``, for
+    ``recipe`` (see :mod:`tfdip.recipes`), compiled with the recipe's optimizer for the optimizer
+    methods. Its weights and optimizer noise come from the ``weights`` and ``sampler`` streams of
+    :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``."""
+    seeds = chain_seeds(seed, chain)
+    observation = np.asarray(observation, np.float32)
+    spec, generator = build_generator(net, observation.shape[-1], net_options, seeds.weights)
+    dip = DeepImagePrior(
+        generator, physics, observation, size_multiple=spec.size_multiple, min_size=spec.min_size,
+        input_noise_std=recipe.input_noise_std, likelihood=recipe.likelihood,
+        likelihood_sigma=recipe.likelihood_sigma, ema_decay=recipe.ema_decay,
+        rollback_db=recipe.rollback_db, reference=reference, burn_in=recipe.burn_in,
+        thin=recipe.thin, max_samples=expected_samples(recipe), seed=seed, chain=chain)
+    if check_resources:
+        check_memory(generator, dip.z.shape, dip.image_shape)
+    if recipe.method in OPTIMIZER_METHODS:
+        dip.compile(optimizer=recipe.optimizer(seed=seeds.sampler))
+    return dip
+
+
+def expected_samples(recipe) -> int:
+    """Posterior samples a full run of ``recipe`` collects (1 for a non-sampling recipe)."""
+    if recipe.burn_in is None:
+        return 1
+    return (recipe.iterations - recipe.burn_in + recipe.thin - 1) // recipe.thin
+
+
+@dataclasses.dataclass
+class ChainRun:
+    """A finished chain: its model (in its final state), the Keras History dict of the steps
+    run in this process, and its :class:`StepTimer`."""
+
+    model: DeepImagePrior
+    history: dict
+    timer: StepTimer
+
+
+def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_options=None,
+              reference=None, callbacks=(), log_every=None, checkpoints=None,
+              checkpoint_every=None, check_resources=True, verbose=0) -> ChainRun:
+    """Run chain ``chain`` of the run seeded with ``seed`` to ``recipe.iterations`` steps.
+
+    With ``checkpoints`` (an opened :class:`tfdip.checkpoints.RunCheckpoints`) the chain first
+    loads its newest checkpoint, if any, and then saves every ``checkpoint_every`` steps and at
+    the end; a resumed chain continues exactly where the saved one stopped.
+    """
+    dip = make_dip(observation, physics, recipe, net=net, net_options=net_options,
+                   reference=reference, seed=seed, chain=chain, check_resources=check_resources)
+    timer = StepTimer()
+    extra = [timer, *callbacks]
+    if checkpoints is not None:
+        store = checkpoints.chain(chain)
+        dip._build_optimizer()
+        store.restore(dip.checkpoint())
+        extra.append(CheckpointEvery(store.folder, checkpoint_every))
+    remaining = recipe.iterations - int(dip.step.numpy())
+    history = {}
+    if remaining > 0:
+        history = dip.fit(remaining, log_every=log_every, callbacks=extra, verbose=verbose).history
+    return ChainRun(model=dip, history=history, timer=timer)

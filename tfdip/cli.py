@@ -5,6 +5,7 @@
     tfdip denoise OBS --sigma SIGMA_255 -o OUT [--method M] [...]
     tfdip inpaint OBS --mask MASK -o OUT [...]
     tfdip superres OBS --factor F -o OUT [...]
+    tfdip batch FOLDER_OR_MANIFEST -o DIR --task TASK [...] [--engine local|ray] [--workers N]
     tfdip gp OBS [--mask M] [--sigma S] --kernel K -o OUT [--std-out STD.png] [...]
     tfdip kernel [--net NAME] [--depth D | --levels L] --plot OUT.png
 
@@ -145,6 +146,31 @@ def build_parser() -> argparse.ArgumentParser:
     superres.add_argument("--sigma", type=float, default=0.0, help="noise std on 0..255")
     _add_restoration_options(superres)
 
+    batch = sub.add_parser("batch", help="restore a folder or manifest of images, resumably, on "
+                                         "local processes or a Ray cluster")
+    batch.add_argument("input", help="folder of images, or a manifest (.csv or .jsonl) with the "
+                                     "columns input, mask, reference, sigma, factor, task, method, "
+                                     "iterations, seed (all but input optional)")
+    batch.add_argument("-o", "--out", required=True,
+                       help="output folder (created): one folder per item, summary.csv/.md")
+    batch.add_argument("--task", choices=("denoise", "inpaint", "superres"),
+                       help="the items' task (a manifest's task column overrides it)")
+    batch.add_argument("--sigma", type=float, help="noise std on 0..255 (denoise: required)")
+    batch.add_argument("--mask", help="inpaint: one mask for every item (nonzero = known pixel)")
+    batch.add_argument("--factor", type=int, help="superres: the factor")
+    _add_method_options(batch)
+    batch.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local (default): worker processes on this machine; ray: Ray tasks")
+    batch.add_argument("--workers", type=_positive_int,
+                       help="local engine: worker processes (default 1); each gets cores / "
+                            "workers TensorFlow threads")
+    batch.add_argument("--ray-address",
+                       help="ray engine: 'auto' or HOST:PORT of a running cluster (default: "
+                            "start a local Ray instance)")
+    batch.add_argument("--cpus-per-task", type=float,
+                       help="ray engine: CPUs per task (default 1; also its TensorFlow threads)")
+    batch.add_argument("--gpus-per-task", type=float, help="ray engine: GPUs per task (default 0)")
+
     gp = sub.add_parser("gp", help="restore with a Gaussian process (at most 64x64 pixels)")
     gp.add_argument("observation")
     gp.add_argument("--mask", help="mask image: nonzero = known pixel (inpainting)")
@@ -282,6 +308,56 @@ def _print_summary(report) -> None:
     print("  ".join(line))
 
 
+def cmd_batch(args) -> int:
+    from tfdip.batch import Defaults, read_items, run_batch
+    from tfdip.errors import TfdipError
+
+    _check_outputs(folder=args.out)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise TfdipError(f"--out {args.out} is a file; give a folder")
+    local_only = {"--workers": args.workers}
+    ray_only = {"--ray-address": args.ray_address, "--cpus-per-task": args.cpus_per_task,
+                "--gpus-per-task": args.gpus_per_task}
+    for option, value in (ray_only if args.engine == "local" else local_only).items():
+        if value is not None:
+            raise TfdipError(f"{option} does not apply to --engine {args.engine}")
+    if args.checkpoint_every and args.method in ("mala", "ula"):
+        raise TfdipError(f"--checkpoint-every works with the optimizer methods (sgd, paper, sgld, "
+                         f"psgld), not with --method {args.method}")
+    defaults = Defaults(
+        task=args.task, sigma=args.sigma, mask=args.mask, factor=args.factor, method=args.method,
+        iterations=args.iterations, learning_rate=args.lr, burn_in=args.burn_in, thin=args.thin,
+        seed=args.seed, chains=args.chains, net_options=_net_options(args.channels),
+        checkpoint_every=args.checkpoint_every)
+    items = read_items(args.input, defaults)
+    os.makedirs(args.out, exist_ok=True)
+    engine = _batch_engine(args)
+    start = time.perf_counter()
+    try:
+        print(f"{len(items)} item(s) on {engine.describe()}", file=sys.stderr)
+        result = run_batch(items, args.out, engine,
+                           progress_stream=None if args.quiet else sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\ntfdip: interrupted after {time.perf_counter() - start:.0f} s; finished items "
+              f"are kept: run the same command again to continue", file=sys.stderr)
+        return 130
+    finally:
+        engine.close()
+    ok = len(result.rows) - result.failed
+    print(f"{ok} ok ({result.skipped} already finished), {result.failed} failed; summary in "
+          f"{os.path.join(args.out, 'summary.md')}")
+    return 1 if result.failed else 0
+
+
+def _batch_engine(args):
+    from tfdip.batch import LocalEngine, RayEngine
+
+    if args.engine == "ray":
+        return RayEngine(args.ray_address, cpus_per_task=args.cpus_per_task or 1.0,
+                         gpus_per_task=args.gpus_per_task or 0.0)
+    return LocalEngine(args.workers or 1, log_path=os.path.join(args.out, "workers.log"))
+
+
 def cmd_corrupt(args) -> int:
     import numpy as np
 
@@ -380,7 +456,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "corrupt": cmd_corrupt, "denoise": cmd_restore,
-            "inpaint": cmd_restore, "superres": cmd_restore, "gp": cmd_gp, "kernel": cmd_kernel}
+            "inpaint": cmd_restore, "superres": cmd_restore, "batch": cmd_batch, "gp": cmd_gp,
+            "kernel": cmd_kernel}
 
 
 def main(argv=None) -> int:

@@ -269,6 +269,10 @@ def pool_chains(results, recipe, *, seed, seconds=None, models=()) -> Restoratio
     R-hat and ESS come from the chains' traces, cut to the shortest. ``last`` and ``ema`` are
     chain 0's (the first chain given). ``seconds`` defaults to the chains' summed time; ``models``
     are the chains' :class:`DeepImagePrior` s when they ran in this process (else empty).
+
+    Chains run elsewhere reproduce the in-process ones when TensorFlow has the same number of
+    threads there: its float sums depend on how many threads share them, and Langevin dynamics
+    amplify such differences within tens of steps (the chains stay statistically equivalent).
     """
     results = sorted(results, key=lambda result: result.chain)
     indices = [result.chain for result in results]

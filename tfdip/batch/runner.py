@@ -135,7 +135,7 @@ def run_batch(items, out_dir, engine, *, progress_stream=sys.stderr) -> BatchRes
     ``engine`` (:class:`tfdip.batch.engines.LocalEngine` or ``RayEngine``); returns the summary
     rows. Items finished before with the same settings are skipped; items with checkpoints
     resume from them. ``progress_stream=None`` draws no progress bar."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # workers may run in another folder (Ray)
     out_dir.mkdir(exist_ok=True)
     rows, pending, settings, paths_of = {}, deque(), {}, {}
     for item in items:

@@ -133,8 +133,11 @@ def machine() -> dict:
     import ray
     import tensorflow as tf
 
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
     return {"platform": platform.platform(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "tensorflow": tf.__version__, "ray": ray.__version__,
+            "commit": commit or "unknown",
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
 
 
@@ -149,7 +152,8 @@ def markdown(results) -> str:
         f"(3000 iterations, 128 channels).", "",
         f"Machine: {results['machine']['platform']}, {results['machine']['cpus']} CPUs, "
         f"TensorFlow {results['machine']['tensorflow']}, Ray {results['machine']['ray']}, "
-        f"{results['machine']['date_utc']} UTC. The machine was shared with other jobs during "
+        f"{results['machine']['date_utc']} UTC, tfdip at commit "
+        f"{results['machine'].get('commit', 'unknown')}. The machine was shared with other jobs during "
         f"the run (load averages below): compare the rows as ratios, not as absolute speeds.", "",
         "| configuration | wall (s) | images / hour | vs one process | sum of item seconds "
         "| mean PSNR (dB) | load avg before -> after (1 min) |",

@@ -203,7 +203,8 @@ def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_
 
     ``restore(..., chains=K)`` is ``pool_chains([run_chain(..., chain=k) for k in range(K)])``, so
     the chains of one image can run in separate processes or machines and be pooled afterwards
-    with the same result. Checkpoints go to ``checkpoint_dir/chain<k>`` (see :func:`restore`).
+    with the same result (given the same TensorFlow thread count, see :func:`pool_chains`).
+    Checkpoints go to ``checkpoint_dir/chain<k>`` (see :func:`restore`).
     """
     return _train_chain(observation, physics, recipe, chain=chain, seed=seed, net=net,
                         net_options=net_options, reference=reference, log_every=log_every,

@@ -82,10 +82,6 @@ class Item:
     net_options: dict
     checkpoint_every: int | None
 
-    @property
-    def physics_task(self) -> str:
-        return TASKS[self.task]
-
     def settings(self) -> dict:
         """Everything the item's result depends on, JSON-ready (file contents as SHA-256)."""
         return {

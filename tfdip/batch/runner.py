@@ -167,11 +167,16 @@ def run_batch(items, out_dir, engine, *, progress_stream=sys.stderr) -> BatchRes
             if not in_flight:
                 continue
             done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            complete = []
             for future in done:
                 state, job, alone = in_flight.pop(future)
                 _collect(engine, future, state, job, alone, suspects)
                 if state.jobs_left == 0:
-                    finish(state.item, _finalise(state))
+                    complete.append(state)
+            # Refill the workers first: pooling and writing an item takes the driver a while.
+            _submit_what_fits(engine, pending, queue, suspects, in_flight, start, finish)
+            for state in complete:
+                finish(state.item, _finalise(state))
     finally:
         for future in in_flight:
             future.cancel()

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +18,10 @@ import pytest
 from skimage import data
 
 import tfdip
-from tfdip.batch import Defaults, read_items
+from tfdip.batch import Defaults, read_items, run_batch
 from tfdip.batch.engines import available_cores
 from tfdip.batch.items import settings_hash
+from tfdip.batch.work import run_job
 from tfdip.cli import main
 from tfdip.errors import TfdipError
 from tfdip.physics import Denoising
@@ -228,6 +231,42 @@ def test_rerun_skips_finished_items_and_retries_failed_ones(local_batch, capsys)
     assert "3 ok (3 already finished), 1 failed" in capsys.readouterr().out
     assert {i: path.stat().st_mtime_ns for i, path in reports.items()} == before
     assert (out / "broken" / "log.txt").read_text().count(" start ") == 2
+
+
+class _EngineWithAKiller:
+    """Runs jobs in this process, except item ``noisy1``'s, whose worker dies every time."""
+
+    capacity, threads = 2, None
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, job):
+        self.submitted.append(job.name)
+        future = Future()
+        if job.name == "noisy1":
+            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+        else:
+            future.set_result(run_job(job))
+        return future
+
+    def worker_died(self, future, error):
+        return "the worker process died" if isinstance(error, BrokenProcessPool) else None
+
+    def may_retry_alone(self):
+        return True
+
+
+def test_an_item_that_kills_its_worker_is_retried_alone_then_fails_alone(tmp_path):
+    manifest = _write_items(tmp_path / "in", 3)
+    items = read_items(manifest, Defaults(task="denoise", sigma=SIGMA_255, method="sgd",
+                                          iterations=4, net_options=TINY))
+    engine = _EngineWithAKiller()
+    result = run_batch(items, tmp_path / "out", engine, progress_stream=None)
+    assert [row["status"] for row in result.rows] == ["ok", "failed", "ok"]
+    assert result.rows[1]["error"] == "the worker process died"
+    assert engine.submitted.count("noisy1") == 2  # once among others, once alone
+    assert "retrying this job alone" in (tmp_path / "out" / "noisy1" / "log.txt").read_text()
 
 
 def test_killed_batch_reruns_only_unfinished_items_and_resumes_from_checkpoints(tmp_path):

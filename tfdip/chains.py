@@ -102,13 +102,59 @@ def expected_samples(recipe) -> int:
 
 
 @dataclasses.dataclass
+class ChainResult:
+    """What one chain of a run leaves behind, as NumPy arrays: picklable, so a chain can run in
+    another process or on another machine and be pooled with the others
+    (:func:`tfdip.restoration.pool_chains`).
+
+    Attributes:
+        chain: the chain's index ``k`` (its randomness is a function of the run's seed and k).
+        count, mean, m2: the chain's posterior moments (Welford): number of samples, their mean
+            and sum of squared deviations, (H, W, C) float32 (0 and zeros without sampling).
+        trace: (n, P) values of the P traced output entries in each of the chain's first
+            n = min(count, trace capacity) samples, for ESS / R-hat.
+        last: (H, W, C) the output at the final weights; ema: (H, W, C) output moving average,
+            or None when the recipe keeps none.
+        history: the chain's Keras ``History.history`` of the steps run in this process.
+        seconds: wall time of the chain in this process; seconds_per_iteration: per step,
+            without the first (tracing) step; rollbacks: steps rolled back to the last good weights.
+    """
+
+    chain: int
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+    trace: np.ndarray
+    last: np.ndarray
+    ema: np.ndarray | None
+    history: dict
+    seconds: float
+    seconds_per_iteration: float
+    rollbacks: int
+
+
+@dataclasses.dataclass
 class ChainRun:
     """A finished chain: its model (in its final state), the Keras History dict of the steps
-    run in this process, and its :class:`StepTimer`."""
+    run in this process, its :class:`StepTimer` and its wall time in seconds."""
 
     model: DeepImagePrior
     history: dict
     timer: StepTimer
+    seconds: float
+
+    def result(self) -> ChainResult:
+        """The chain as a picklable :class:`ChainResult` (NumPy arrays, no model)."""
+        dip = self.model
+        count = int(dip.moments.count.numpy())
+        return ChainResult(
+            chain=dip.chain, count=count, mean=dip.moments.mean.numpy(),
+            m2=dip.moments.m2.numpy(), trace=dip.trace.numpy()[:min(count, int(dip.trace.shape[0]))],
+            last=dip.restored("last"),
+            ema=dip.restored("ema") if dip.ema_decay is not None else None,
+            history=self.history, seconds=self.seconds,
+            seconds_per_iteration=self.timer.seconds_per_step,
+            rollbacks=int(dip.rollbacks.numpy()))
 
 
 def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_options=None,
@@ -120,6 +166,7 @@ def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_
     loads its newest checkpoint, if any, and then saves every ``checkpoint_every`` steps and at
     the end; a resumed chain continues exactly where the saved one stopped.
     """
+    start = time.perf_counter()
     dip = make_dip(observation, physics, recipe, net=net, net_options=net_options,
                    reference=reference, seed=seed, chain=chain, check_resources=check_resources)
     timer = StepTimer()
@@ -133,4 +180,5 @@ def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_
     history = {}
     if remaining > 0:
         history = dip.fit(remaining, log_every=log_every, callbacks=extra, verbose=verbose).history
-    return ChainRun(model=dip, history=history, timer=timer)
+    return ChainRun(model=dip, history=history, timer=timer,
+                    seconds=time.perf_counter() - start)

@@ -5,6 +5,7 @@
     tfdip denoise OBS --sigma SIGMA_255 -o OUT [--method M] [...]
     tfdip inpaint OBS --mask MASK -o OUT [...]
     tfdip superres OBS --factor F -o OUT [...]
+    tfdip batch FOLDER_OR_MANIFEST -o DIR --task TASK [...] [--engine local|ray] [--workers N]
     tfdip gp OBS [--mask M] [--sigma S] --kernel K -o OUT [--std-out STD.png] [...]
     tfdip kernel [--net NAME] [--depth D | --levels L] --plot OUT.png
 
@@ -81,8 +82,8 @@ _positive_int = _whole_number_at_least(1)
 _nonnegative_int = _whole_number_at_least(0)
 
 
-def _add_restoration_options(parser):
-    parser.add_argument("-o", "--out", required=True, help="restored image (.png/.jpg/.tif/.npy)")
+def _add_method_options(parser):
+    """How to restore: the method, its schedule, the net and the seed (single image and batch)."""
     parser.add_argument("--method", choices=METHODS, default="psgld",
                         help="psgld (default): preconditioned Langevin on the weights, posterior "
                              "mean and std; sgd: the DIP baseline (early stopping); paper: the "
@@ -96,6 +97,16 @@ def _add_restoration_options(parser):
     parser.add_argument("--chains", type=_positive_int, default=1, help="independent chains")
     parser.add_argument("--channels", type=_positive_int, default=128,
                         help="width of the skip net (default 128, the reference)")
+    parser.add_argument("--checkpoint-every", type=_positive_int,
+                        help="steps between checkpoints, any number >= 1 (default: a tenth of "
+                             "the run); a checkpoint is also saved when each chain ends")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_restoration_options(parser):
+    """The single-image commands' options: the method options and where the outputs go."""
+    parser.add_argument("-o", "--out", required=True, help="restored image (.png/.jpg/.tif/.npy)")
+    _add_method_options(parser)
     parser.add_argument("--reference", help="clean image, to report PSNR / SSIM")
     parser.add_argument("--report", help="write a JSON report here")
     parser.add_argument("--std-out", help="colour-mapped posterior std map (.png)")
@@ -104,13 +115,9 @@ def _add_restoration_options(parser):
     parser.add_argument("--export", help="write a TF SavedModel of the result into this folder")
     parser.add_argument("--checkpoint-dir", help="save the run's state here as it goes (a new "
                                                     "folder, or the folder of the run to resume)")
-    parser.add_argument("--checkpoint-every", type=_positive_int,
-                        help="steps between checkpoints, any number >= 1 (default: a tenth of "
-                             "the run); a checkpoint is also saved when each chain ends")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --checkpoint-dir (same image, task, "
                              "method, settings and seed); starts it if nothing was saved yet")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
     superres.add_argument("--sigma", type=float, default=0.0, help="noise std on 0..255")
     _add_restoration_options(superres)
 
+    batch = sub.add_parser("batch", help="restore a folder or manifest of images, resumably, on "
+                                         "local processes or a Ray cluster")
+    batch.add_argument("input", help="folder of images, or a manifest (.csv or .jsonl) with the "
+                                     "columns input, mask, reference, sigma, factor, task, method, "
+                                     "iterations, seed (all but input optional)")
+    batch.add_argument("-o", "--out", required=True,
+                       help="output folder (created): one folder per item, summary.csv/.md")
+    batch.add_argument("--task", choices=("denoise", "inpaint", "superres"),
+                       help="the items' task (a manifest's task column overrides it)")
+    batch.add_argument("--sigma", type=float, help="noise std on 0..255 (denoise: required)")
+    batch.add_argument("--mask", help="inpaint: one mask for every item (nonzero = known pixel)")
+    batch.add_argument("--factor", type=int, help="superres: the factor")
+    _add_method_options(batch)
+    batch.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local (default): worker processes on this machine; ray: Ray tasks")
+    batch.add_argument("--workers", type=_positive_int,
+                       help="local engine: worker processes (default 1); each gets cores / "
+                            "workers TensorFlow threads")
+    batch.add_argument("--ray-address",
+                       help="ray engine: 'auto' or HOST:PORT of a running cluster (default: "
+                            "start a local Ray instance)")
+    batch.add_argument("--cpus-per-task", type=float,
+                       help="ray engine: CPUs per task (default 1; also its TensorFlow threads)")
+    batch.add_argument("--gpus-per-task", type=float, help="ray engine: GPUs per task (default 0)")
+
     gp = sub.add_parser("gp", help="restore with a Gaussian process (at most 64x64 pixels)")
     gp.add_argument("observation")
     gp.add_argument("--mask", help="mask image: nonzero = known pixel (inpainting)")
@@ -189,36 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------- commands
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from tfdip.outputs import package_version
 
-    try:
-        return version("tfdip")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _physics_for(args, image_shape):
-    from tfdip import io, physics
-
-    if args.command == "denoise":
-        return physics.Denoising(_sigma01(args.sigma))
-    if args.command == "inpaint":
-        mask = io.read_mask(args.mask, image_shape[:2])
-        return physics.Inpainting(mask, sigma=_sigma01(args.sigma))
-    return physics.SuperResolution(args.factor, sigma=_sigma01(args.sigma))
-
-
-def _sigma01(sigma_255: float) -> float:
-    import warnings
-
-    from tfdip.errors import TfdipError, TfdipWarning
-
-    if sigma_255 is None or not 0 <= sigma_255 < float("inf"):
-        raise TfdipError(f"--sigma must be a number >= 0 (on the 0..255 scale), got {sigma_255}")
-    if 0 < sigma_255 < 1:
-        warnings.warn(f"--sigma {sigma_255:g} is on the 0..255 scale ({sigma_255 / 255:.2g} on "
-                      f"[0, 1]); did you mean --sigma {sigma_255 * 255:g}?", TfdipWarning)
-    return sigma_255 / 255.0
+    return package_version()
 
 
 def _check_outputs(images=(), report=None, npy=None, folder=None):
@@ -240,9 +245,10 @@ def _check_outputs(images=(), report=None, npy=None, folder=None):
 
 
 def cmd_restore(args) -> int:
-    from tfdip import io, metrics
     from tfdip.callbacks import ProgressBar, TensorBoardLogger
     from tfdip.errors import TfdipError
+    from tfdip.outputs import restoration_report, write_restoration
+    from tfdip.problem import load_problem
     from tfdip.restoration import restore
 
     _check_outputs(images=(args.out, args.std_out), report=args.report, npy=args.std_npy)
@@ -265,16 +271,9 @@ def cmd_restore(args) -> int:
     for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--resume", args.resume)):
         if value and not args.checkpoint_dir:
             raise TfdipError(f"{flag} needs --checkpoint-dir, the folder of the run's checkpoints")
-    observed = io.read_image(args.observation)
-    phys = _physics_for(args, observed.pixels.shape)
-    reference = None
-    if args.reference:
-        reference = io.read_image(args.reference).pixels
-        expected = tuple(phys.image_shape(observed.pixels.shape))
-        if reference.shape != expected:
-            raise TfdipError(f"the reference is {reference.shape[1]}x{reference.shape[0]}x"
-                             f"{reference.shape[2]} but the restored image will be "
-                             f"{expected[1]}x{expected[0]}x{expected[2]}; give the matching clean image")
+    problem = load_problem(args.observation, args.command, sigma=args.sigma,
+                           mask=getattr(args, "mask", None), factor=getattr(args, "factor", None),
+                           reference=args.reference)
 
     def callbacks(chain):
         found = []
@@ -285,76 +284,39 @@ def cmd_restore(args) -> int:
             found.append(TensorBoardLogger(os.path.join(args.logdir, f"chain{chain}")))
         return found
 
-    result = _run_restore(restore, observed.pixels, phys, args, reference, callbacks)
-    pixels = result.image
-    alpha = None if observed.alpha is None else _resize_alpha(observed.alpha, pixels.shape[:2])
-    io.write_image(args.out, pixels, alpha=alpha, bit_depth=observed.bit_depth)
-    if result.std is not None:
-        if args.std_npy:
-            io.write_image(args.std_npy, result.std)
-        if args.std_out:
-            from tfdip.viz import colormap
-
-            io.write_image(args.std_out, colormap(result.std))
+    result = _run_restore(restore, problem, args, callbacks)
+    write_restoration(result, problem.observed, args.out, std_png=args.std_out,
+                      std_npy=args.std_npy)
     if args.export:
         result.models[0].export(args.export)
-    report = _report(args, result, observed, phys, reference, metrics)
+    report = restoration_report(result, task=problem.physics.name, chains=args.chains,
+                                observation=problem.observed.pixels, reference=problem.reference)
     if args.report:
+        from tfdip import io
+
         io.write_json(args.report, report)
     _print_summary(report)
     return 0
 
 
-def _resize_alpha(alpha, shape_hw):
-    """The alpha channel (H, W, 1), passed through; resized (bicubic) when super-resolving."""
-    if alpha.shape[:2] == tuple(shape_hw):
-        return alpha
-    import numpy as np
-    from PIL import Image
-
-    resized = Image.fromarray(alpha[..., 0].astype(np.float32), mode="F").resize(
-        (shape_hw[1], shape_hw[0]), Image.BICUBIC)
-    return np.clip(np.asarray(resized, np.float32), 0.0, 1.0)[..., None]
-
-
-def _run_restore(restore, pixels, phys, args, reference, callbacks):
+def _run_restore(restore, problem, args, callbacks):
     from tfdip.recipes import make_recipe
 
+    phys = problem.physics
     recipe = make_recipe(args.method, phys.name, iterations=args.iterations, learning_rate=args.lr,
                          burn_in=args.burn_in, thin=args.thin, sigma=phys.sigma)
     args.iterations = recipe.iterations
-    net_options = {"channels_down": args.channels, "channels_up": args.channels}
-    return restore(pixels, phys, method=args.method, iterations=recipe.iterations,
-                   learning_rate=args.lr, net="skip", net_options=net_options,
-                   reference=reference, seed=args.seed, burn_in=args.burn_in, thin=args.thin,
-                   chains=args.chains, callbacks=callbacks, checkpoint_dir=args.checkpoint_dir,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume)
+    return restore(problem.observed.pixels, phys, method=args.method, iterations=recipe.iterations,
+                   learning_rate=args.lr, net="skip", net_options=_net_options(args.channels),
+                   reference=problem.reference, seed=args.seed, burn_in=args.burn_in,
+                   thin=args.thin, chains=args.chains, callbacks=callbacks,
+                   checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
+                   resume=args.resume)
 
 
-def _report(args, result, observed, phys, reference, metrics) -> dict:
-    report = {
-        "task": phys.name, "method": result.method, "iterations": result.iterations,
-        "seconds": round(result.seconds, 3),
-        "seconds_per_iteration": round(result.seconds_per_iteration, 5),
-        "image_shape": list(result.image.shape), "seed": args.seed, "chains": args.chains,
-        "samples": result.samples, "rollbacks": result.rollbacks, "tfdip_version": _version(),
-    }
-    if result.diagnostics:
-        report.update({k: result.diagnostics[k] for k in ("ess_min", "rhat_max", "mixed", "verdict")
-                       if k in result.diagnostics})
-    if reference is not None:
-        report["psnr"] = metrics.psnr(result.image, reference)
-        report["ssim"] = metrics.ssim(result.image, reference)
-        report["psnr_last"] = metrics.psnr(result.last, reference)
-        if result.ema is not None:
-            report["psnr_ema"] = metrics.psnr(result.ema, reference)
-        if observed.pixels.shape == reference.shape:
-            report["psnr_observed"] = metrics.psnr(observed.pixels, reference)
-        if result.std is not None:
-            from tfdip.inference import uncertainty_report
-
-            report["calibration"] = uncertainty_report(result.image, result.std, reference)
-    return report
+def _net_options(channels: int) -> dict:
+    """The skip net's options for ``--channels``."""
+    return {"channels_down": channels, "channels_up": channels}
 
 
 def _print_summary(report) -> None:
@@ -370,6 +332,56 @@ def _print_summary(report) -> None:
         line.append(f"{report['rollbacks']} roll-back(s) to the last good weights "
                     f"(PSNR collapse or non-finite loss)")
     print("  ".join(line))
+
+
+def cmd_batch(args) -> int:
+    from tfdip.batch import Defaults, read_items, run_batch
+    from tfdip.errors import TfdipError
+
+    _check_outputs(folder=args.out)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise TfdipError(f"--out {args.out} is a file; give a folder")
+    local_only = {"--workers": args.workers}
+    ray_only = {"--ray-address": args.ray_address, "--cpus-per-task": args.cpus_per_task,
+                "--gpus-per-task": args.gpus_per_task}
+    for option, value in (ray_only if args.engine == "local" else local_only).items():
+        if value is not None:
+            raise TfdipError(f"{option} does not apply to --engine {args.engine}")
+    if args.checkpoint_every and args.method in ("mala", "ula"):
+        raise TfdipError(f"--checkpoint-every works with the optimizer methods (sgd, paper, sgld, "
+                         f"psgld), not with --method {args.method}")
+    defaults = Defaults(
+        task=args.task, sigma=args.sigma, mask=args.mask, factor=args.factor, method=args.method,
+        iterations=args.iterations, learning_rate=args.lr, burn_in=args.burn_in, thin=args.thin,
+        seed=args.seed, chains=args.chains, net_options=_net_options(args.channels),
+        checkpoint_every=args.checkpoint_every)
+    items = read_items(args.input, defaults)
+    os.makedirs(args.out, exist_ok=True)
+    engine = _batch_engine(args)
+    start = time.perf_counter()
+    try:
+        print(f"{len(items)} item(s) on {engine.describe()}", file=sys.stderr)
+        result = run_batch(items, args.out, engine,
+                           progress_stream=None if args.quiet else sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\ntfdip: interrupted after {time.perf_counter() - start:.0f} s; finished items "
+              f"are kept: run the same command again to continue", file=sys.stderr)
+        return 130
+    finally:
+        engine.close()
+    ok = len(result.rows) - result.failed
+    print(f"{ok} ok ({result.skipped} already finished), {result.failed} failed; summary in "
+          f"{os.path.join(args.out, 'summary.md')}")
+    return 1 if result.failed else 0
+
+
+def _batch_engine(args):
+    from tfdip.batch import LocalEngine, RayEngine
+
+    if args.engine == "ray":
+        return RayEngine(args.ray_address, cpus_per_task=args.cpus_per_task or 1.0,
+                         gpus_per_task=args.gpus_per_task or 0.0)
+    return LocalEngine(args.workers or 1, log_path=os.path.join(args.out, "workers.log"))
 
 
 def cmd_corrupt(args) -> int:
@@ -414,7 +426,9 @@ def cmd_gp(args) -> int:
     _check_outputs(images=(args.out, args.std_out), report=args.report)
     observed = io.read_image(args.observation)
     mask = io.read_mask(args.mask, observed.pixels.shape[:2]) if args.mask else None
-    sigma = None if args.sigma is None else _sigma01(args.sigma)
+    from tfdip.problem import sigma01
+
+    sigma = None if args.sigma is None else sigma01(args.sigma)
     result = gp_restore(observed.pixels, mask=mask, sigma=sigma, kernel=args.kernel,
                         fit=not args.no_fit, mean=args.mean)
     io.write_image(args.out, result.mean, alpha=observed.alpha, bit_depth=observed.bit_depth)
@@ -479,7 +493,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 COMMANDS = {"demo": cmd_demo, "corrupt": cmd_corrupt, "denoise": cmd_restore,
-            "inpaint": cmd_restore, "superres": cmd_restore, "gp": cmd_gp, "kernel": cmd_kernel}
+            "inpaint": cmd_restore, "superres": cmd_restore, "batch": cmd_batch, "gp": cmd_gp,
+            "kernel": cmd_kernel}
 
 
 def main(argv=None) -> int:

@@ -413,7 +413,12 @@ def write_json(path, obj) -> Path:
     """Write ``obj`` as indented JSON, atomically. NumPy scalars and arrays and paths are
     converted; non-finite floats are written as ``Infinity`` / ``NaN`` (as Python's json does).
     """
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically; returns the path written."""
     path = Path(path)
-    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
-    _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    data = text.encode("utf-8")
+    _atomic_write(path, lambda file: file.write(data))
     return path

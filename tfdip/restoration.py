@@ -12,10 +12,11 @@ import time
 
 import numpy as np
 
-from tfdip.chains import build_generator, make_dip, net_spec, run_chain  # noqa: F401 (API)
+from tfdip.chains import (ChainResult, build_generator, make_dip, net_spec,  # noqa: F401 (API)
+                          run_chain)
 from tfdip.checkpoints import RunCheckpoints, run_settings
 from tfdip.errors import TfdipError
-from tfdip.inference import chain_diagnostics, combine
+from tfdip.inference import RunningMoments, chain_diagnostics, combine
 from tfdip.mcmc_restore import run_mcmc_chain
 from tfdip.recipes import MCMC_METHODS, make_recipe
 from tfdip.seeds import chain_seeds
@@ -53,8 +54,9 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
             check_resources=True) -> Restoration:
     """Restore ``observation`` (h, w, C) degraded by ``physics`` with ``method``.
 
-    ``chains`` independent chains are pooled: their posterior moments are combined (Chan et al.)
-    and their traces give R-hat. Chain k's random streams (weights, input, jitter, sampler noise,
+    ``chains`` independent chains (chain ``k`` as :func:`restore_chain` runs it alone) are
+    pooled by :func:`pool_chains`: their posterior moments are combined (Chan et al.) and their
+    traces give R-hat. Chain k's random streams (weights, input, jitter, sampler noise,
     traced pixels) come from ``SeedSequence(seed, spawn_key=(k, ...))`` (:mod:`tfdip.seeds`), so
     chain k is the same whatever the number of chains. ``callbacks`` are Keras callbacks (or a
     function ``chain -> list of callbacks``) passed to every chain's ``fit``; ``log_every`` is
@@ -82,23 +84,13 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
                          f"not {method}")
     observation = np.asarray(observation, np.float32)
     run = dict(net=net, net_options=net_options, seed=seed, check_resources=check_resources)
-    start = time.perf_counter()
     if method in MCMC_METHODS:
         _refuse_for_mcmc(method, callbacks=callbacks, log_every=log_every,
                          input_noise_std=input_noise_std, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, resume=resume)
-        runs = [run_mcmc_chain(observation, physics, recipe, chain=chain, **run)
-                for chain in range(chains)]
-        return _summarise_mcmc(runs, recipe, seed, time.perf_counter() - start)
-    if checkpoint_every is not None:
-        if checkpoint_dir is None:
-            raise TfdipError("checkpoint_every needs checkpoint_dir, the folder to save into")
-        if isinstance(checkpoint_every, bool) or not isinstance(
-                checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
-            raise TfdipError(f"checkpoint_every must be a whole number of steps >= 1, got "
-                             f"{checkpoint_every!r}")
-    else:
-        checkpoint_every = max(1, recipe.iterations // 10)
+        return restore_mcmc(observation, physics, recipe, chains=chains, **run)
+    start = time.perf_counter()
+    checkpoint_every = _checkpoint_interval(recipe, checkpoint_dir, checkpoint_every)
     checkpoints = _open_checkpoints(observation, physics, recipe, net, net_options, seed,
                                     checkpoint_dir, resume)
     runs = []
@@ -107,7 +99,62 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
         runs.append(run_chain(observation, physics, recipe, chain=chain, reference=reference,
                               callbacks=extra, log_every=log_every, checkpoints=checkpoints,
                               checkpoint_every=checkpoint_every, verbose=verbose, **run))
-    return _summarise(runs, recipe, seed, time.perf_counter() - start)
+    return pool_chains([run.result() for run in runs], recipe, seed=seed,
+                       seconds=time.perf_counter() - start, models=[run.model for run in runs])
+
+
+def restore_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_options=None,
+                  reference=None, callbacks=(), log_every=None, checkpoint_dir=None,
+                  checkpoint_every=None, resume=False, check_resources=True,
+                  verbose=0) -> ChainResult:
+    """Run chain ``chain`` of the run seeded with ``seed`` alone and return it as a picklable
+    :class:`ChainResult`; ``recipe`` is an optimizer method's (:func:`tfdip.recipes.make_recipe`).
+
+    ``restore(..., chains=K)`` is ``pool_chains([restore_chain(..., chain=k) for k in range(K)])``,
+    so the chains of one image can run in separate processes or machines and be pooled afterwards
+    with the same result (given the same TensorFlow thread count, see :func:`pool_chains`).
+    ``checkpoint_dir``, ``checkpoint_every`` and ``resume`` are :func:`restore`'s: the folder holds
+    the run (its settings in ``run.json``, chain k's checkpoints in ``chain<k>``); with
+    ``resume=True`` the chain continues from its newest checkpoint, or starts when it has none.
+    Several chains of one run may run at the same time on one folder with ``resume=True``.
+    """
+    if recipe.method in MCMC_METHODS:
+        raise TfdipError(f"restore_chain runs the optimizer methods (sgd, paper, sgld, psgld); "
+                         f"{recipe.method} runs as one graph per chain: use restore()")
+    chain_seeds(seed, chain)  # a bad seed or chain index fails here, before any file is written
+    observation = np.asarray(observation, np.float32)
+    checkpoint_every = _checkpoint_interval(recipe, checkpoint_dir, checkpoint_every)
+    checkpoints = _open_checkpoints(observation, physics, recipe, net, net_options, seed,
+                                    checkpoint_dir, resume)
+    return run_chain(observation, physics, recipe, chain=chain, seed=seed, net=net,
+                     net_options=net_options, reference=reference, callbacks=list(callbacks),
+                     log_every=log_every, checkpoints=checkpoints,
+                     checkpoint_every=checkpoint_every, check_resources=check_resources,
+                     verbose=verbose).result()
+
+
+def restore_mcmc(observation, physics, recipe, *, chains=1, seed=0, net="skip", net_options=None,
+                 check_resources=True) -> Restoration:
+    """Chains ``0 .. chains-1`` of a TFP MCMC method (``recipe.method`` in {"mala", "ula"}),
+    each sampled as one graph (:func:`tfdip.mcmc_restore.run_mcmc_chain`), pooled."""
+    start = time.perf_counter()
+    runs = [run_mcmc_chain(observation, physics, recipe, chain=chain, seed=seed, net=net,
+                           net_options=net_options, check_resources=check_resources)
+            for chain in range(chains)]
+    return _summarise_mcmc(runs, recipe, seed, time.perf_counter() - start)
+
+
+def _checkpoint_interval(recipe, checkpoint_dir, checkpoint_every):
+    """Steps between checkpoints: ``checkpoint_every`` (checked), else a tenth of the run."""
+    if checkpoint_every is None:
+        return max(1, recipe.iterations // 10)
+    if checkpoint_dir is None:
+        raise TfdipError("checkpoint_every needs checkpoint_dir, the folder to save into")
+    if isinstance(checkpoint_every, bool) or not isinstance(
+            checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+        raise TfdipError(f"checkpoint_every must be a whole number of steps >= 1, got "
+                         f"{checkpoint_every!r}")
+    return int(checkpoint_every)
 
 
 def _refuse_for_mcmc(method, **options) -> None:
@@ -131,29 +178,49 @@ def _open_checkpoints(observation, physics, recipe, net, net_options, seed, chec
     return checkpoints
 
 
-def _summarise(runs, recipe, seed, seconds) -> Restoration:
-    models = [run.model for run in runs]
-    last = models[0].restored("last")
-    ema = models[0].restored("ema") if recipe.ema_decay is not None else None
+def pool_chains(results, recipe, *, seed, seconds=None, models=()) -> Restoration:
+    """One :class:`Restoration` from the :class:`ChainResult` s of a run's chains, in any order.
+
+    The chains' moments are merged in chain order with Chan et al.'s pairwise update
+    (:func:`tfdip.inference.combine`): the pooled mean and population std of all their samples.
+    R-hat and ESS come from the chains' traces, cut to the shortest. ``last`` and ``ema`` are
+    those of the lowest-numbered chain. ``seconds`` defaults to the chains' summed time;
+    ``models`` are the chains' :class:`DeepImagePrior` s when they ran in this process (else
+    empty).
+
+    Chains run elsewhere reproduce the in-process ones when TensorFlow has the same number of
+    threads there: its float sums depend on how many threads share them, and Langevin dynamics
+    amplify such differences within tens of steps (the chains stay statistically equivalent).
+    """
+    results = sorted(results, key=lambda result: result.chain)
+    indices = [result.chain for result in results]
+    if not results or len(set(indices)) != len(indices):
+        raise TfdipError(f"pool_chains needs the results of distinct chains, got chains {indices}")
+    first = results[0]
     std, samples, diagnostics = None, 0, None
     if recipe.is_bayesian:
-        pooled = combine([m.moments for m in models]) if len(models) > 1 else models[0].moments
+        moments = [RunningMoments.from_arrays(r.count, r.mean, r.m2, dtype=r.mean.dtype.name)
+                   for r in results]
+        pooled = combine(moments) if len(moments) > 1 else moments[0]
         samples = int(pooled.count.numpy())
         if samples == 0:
             raise TfdipError("no posterior sample was collected; lower --burn-in or --thin")
         image = pooled.mean.numpy()
         std = pooled.std.numpy()
-        diagnostics = chain_diagnostics(_traces(models))
+        length = min(len(r.trace) for r in results)
+        diagnostics = chain_diagnostics(np.stack([r.trace[:length] for r in results], axis=1))
     else:
-        image = ema if ema is not None else last
-    per_step = float(np.nanmean([run.timer.seconds_per_step for run in runs]))
+        image = first.ema if first.ema is not None else first.last
+    if seconds is None:
+        seconds = sum(r.seconds for r in results)
     return Restoration(
-        image=np.clip(image, 0.0, 1.0), last=np.clip(last, 0.0, 1.0),
-        ema=None if ema is None else np.clip(ema, 0.0, 1.0), std=std, samples=samples,
-        diagnostics=diagnostics, method=recipe.method, iterations=recipe.iterations, seed=seed,
-        seconds=seconds, seconds_per_iteration=per_step,
-        rollbacks=int(sum(int(m.rollbacks.numpy()) for m in models)),
-        history=[run.history for run in runs], models=models)
+        image=np.clip(image, 0.0, 1.0), last=np.clip(first.last, 0.0, 1.0),
+        ema=None if first.ema is None else np.clip(first.ema, 0.0, 1.0), std=std,
+        samples=samples, diagnostics=diagnostics, method=recipe.method,
+        iterations=recipe.iterations, seed=seed, seconds=seconds,
+        seconds_per_iteration=float(np.nanmean([r.seconds_per_iteration for r in results])),
+        rollbacks=int(sum(r.rollbacks for r in results)), history=[r.history for r in results],
+        models=list(models))
 
 
 def _summarise_mcmc(runs, recipe, seed, seconds) -> Restoration:
@@ -169,10 +236,3 @@ def _summarise_mcmc(runs, recipe, seed, seconds) -> Restoration:
         method=recipe.method, iterations=recipe.iterations, seed=seed, seconds=seconds,
         seconds_per_iteration=seconds / (recipe.iterations * len(runs)), rollbacks=0, history=[],
         models=[])
-
-
-def _traces(models) -> np.ndarray:
-    """Traced pixel values of every chain as (num_samples, num_chains, num_pixels)."""
-    counts = [min(int(m.moments.count.numpy()), int(m.trace.shape[0])) for m in models]
-    n = min(counts)
-    return np.stack([m.trace.numpy()[:n] for m in models], axis=1)

@@ -107,6 +107,23 @@ class RunningMoments(tf.Module):
         self._m2.assign(tf.zeros_like(self._m2))
         self._buffer.assign(tf.zeros_like(self._buffer))
 
+    @classmethod
+    def from_arrays(cls, count, mean, m2, dtype=tf.float32) -> "RunningMoments":
+        """Moments with the given state (no sample buffer): ``count`` samples with element-wise
+        ``mean`` and sum of squared deviations ``m2`` (arrays of one shape), e.g. the moments of a
+        chain that ran in another process."""
+        mean = tf.convert_to_tensor(mean, dtype)
+        m2 = tf.convert_to_tensor(m2, dtype)
+        if mean.shape != m2.shape:
+            raise TfdipError(f"mean {mean.shape} and m2 {m2.shape} must have the same shape")
+        if int(count) < 0:
+            raise TfdipError(f"count must be >= 0, got {count}")
+        moments = cls(mean.shape, dtype=dtype)
+        moments.count.assign(int(count))
+        moments._mean.assign(mean)
+        moments._m2.assign(m2)
+        return moments
+
     def merge(self, other: "RunningMoments") -> "RunningMoments":
         """Moments of the pooled samples of ``self`` and ``other`` (Chan et al. 1979), as a new
         :class:`RunningMoments` without a sample buffer; neither input changes.

@@ -106,7 +106,8 @@ def _chunk_function(operator, preconditioner, steps: int):
             betas = betas.write(step, beta)
             count = count + tf.cast(ok, tf.int32)
             norm = tf.sqrt(tf.reduce_sum(r * r, axis=-1))
-            active = tf.logical_and(ok, norm > threshold)
+            # Columns past the chunk's last step stay as they were; a breakdown (p^T A p <= 0) stops.
+            active = tf.where(running, tf.logical_and(ok, norm > threshold), active)
         return x, r, z, p, rz, active, count, alphas.stack(), betas.stack(), live.stack()
 
     _COMPILED[key] = run
@@ -143,13 +144,13 @@ def conjugate_gradients(operator, rhs, *, tolerance: float = DEFAULT_TOLERANCE,
     """
     if lanczos and (preconditioner is not None or initial is not None):
         raise ValueError("Lanczos coefficients need plain CG from x0 = 0")
-    b = tf.convert_to_tensor(rhs, operator.dtype)
+    b = tf.cast(rhs, operator.dtype)
     operands = tuple(operator.operands)
     pre_operands = tuple(preconditioner.operands) if preconditioner is not None else ()
     apply = _apply_function(operator)
     b_norm = tf.sqrt(tf.reduce_sum(b * b, axis=-1))
     threshold = tolerance * b_norm
-    x = tf.zeros_like(b) if initial is None else tf.convert_to_tensor(initial, operator.dtype)
+    x = tf.zeros_like(b) if initial is None else tf.cast(initial, operator.dtype)
     r = b if initial is None else b - apply(operands, x)
     z = r if preconditioner is None else preconditioner.apply_with(pre_operands, r)
     p, rz = z, tf.reduce_sum(r * z, axis=-1)
@@ -184,9 +185,9 @@ def conjugate_gradients(operator, rhs, *, tolerance: float = DEFAULT_TOLERANCE,
                 steps = live[:, position]
                 coefficients[column][0].extend(alphas[steps, position])
                 coefficients[column][1].extend(betas[steps, position])
-        converged[columns] = ~active.numpy()
+        norms = np.sqrt(np.sum(r.numpy() ** 2, axis=-1))
+        converged[columns] = norms <= threshold.numpy()
         if progress is not None:
-            norms = np.sqrt(np.sum(r.numpy() ** 2, axis=-1))
             to_target = norms / np.maximum(threshold.numpy(), np.finfo(np.float64).tiny)
             progress(done, max_iterations,
                      tolerance * float(np.max(to_target[active.numpy()], initial=0.0)))

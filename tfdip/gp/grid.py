@@ -122,6 +122,16 @@ def torus_table(kernel, height: int, width: int, dtype=tf.float64) -> tf.Tensor:
     return tf.cast(kernel.apply(tf.zeros([1, 1, 2], dtype), offsets, example_ndims=2), dtype)
 
 
+def as_dtype(value, dtype) -> tf.Tensor:
+    """``value`` (a Python number, array or tensor) in ``dtype``, without a float32 detour."""
+    return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
+
+
+def as_complex(real) -> tf.Tensor:
+    """A real tensor as complex (``tf.complex``: its gradient stays real, unlike ``tf.cast``)."""
+    return tf.complex(real, tf.zeros_like(real))
+
+
 def real_spectrum(circular_table) -> tf.Tensor:
     """``rfft2d`` of a symmetric circular table: real eigenvalues, shape ``[L1, L2 // 2 + 1]``."""
     return tf.math.real(tf.signal.rfft2d(circular_table))
@@ -204,7 +214,7 @@ class GridKernel(tf.linalg.LinearOperator):
     def convolve_with(self, spectrum, images):
         """:meth:`convolve` with the spectrum given."""
         transformed = tf.signal.rfft2d(images, fft_length=self.fft_shape)
-        product = tf.signal.irfft2d(transformed * tf.cast(spectrum, transformed.dtype),
+        product = tf.signal.irfft2d(transformed * as_complex(spectrum),
                                     fft_length=self.fft_shape)
         return product[..., :self.height, :self.width]
 
@@ -242,7 +252,7 @@ class ObservedGridKernel(tf.linalg.LinearOperator):
         slots = np.full(flat.size, flat.sum(), np.int32)
         slots[flat] = np.arange(flat.sum(), dtype=np.int32)
         self.slots = tf.constant(slots)
-        self.noise_variance = tf.cast(noise_variance, grid_kernel.dtype)
+        self.noise_variance = as_dtype(noise_variance, grid_kernel.dtype)
         super().__init__(dtype=grid_kernel.dtype, is_self_adjoint=True, is_square=True, name=name)
 
     @property
@@ -307,9 +317,10 @@ def solve_periodic(grid_kernel: GridKernel, noise_variance, images, eigenvalue_f
     if not grid_kernel.periodic:
         raise TfdipError("the closed-form solve needs the periodic (torus) grid kernel")
     floor = eigenvalue_floor or float(np.finfo(grid_kernel.dtype.as_numpy_dtype).tiny)
-    denominator = tf.maximum(grid_kernel.spectrum + tf.cast(noise_variance, grid_kernel.dtype), floor)
+    denominator = tf.maximum(grid_kernel.spectrum + as_dtype(noise_variance, grid_kernel.dtype),
+                             floor)
     transformed = tf.signal.rfft2d(images, fft_length=grid_kernel.fft_shape)
-    return tf.signal.irfft2d(transformed / tf.cast(denominator, transformed.dtype),
+    return tf.signal.irfft2d(transformed / as_complex(denominator),
                              fft_length=grid_kernel.fft_shape)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdip.errors import TfdipError
-from tfdip.gp.grid import GridKernel, ObservedGridKernel, fast_fft_size, torus_table
+from tfdip.gp.grid import GridKernel, ObservedGridKernel, as_complex, fast_fft_size, torus_table
 
 EIGENVALUE_CLAMP = 1e-12
 """Eigenvalues of the embedding below this fraction of the largest are set to 0."""
@@ -100,13 +100,9 @@ def circulant_embedding(kernel, grid_kernel: GridKernel) -> Embedding:
                      negative_mass=negative_mass, growths=growths)
 
 
-def _complex(dtype):
-    return tf.complex128 if tf.as_dtype(dtype) == tf.float64 else tf.complex64
-
-
 def torus_eigenvalues(circular_table) -> tf.Tensor:
     """All eigenvalues of the circulant covariance with first row ``circular_table`` ``[L1, L2]``: its FFT's real part."""
-    return tf.math.real(tf.signal.fft2d(tf.cast(circular_table, _complex(circular_table.dtype))))
+    return tf.math.real(tf.signal.fft2d(as_complex(circular_table)))
 
 
 def prior_samples(embedding: Embedding, height: int, width: int, count: int, seed) -> tf.Tensor:

@@ -389,20 +389,30 @@ def cmd_corrupt(args) -> int:
     return 0
 
 
-def _gp_progress(stream=None):
-    """A one-line progress bar for the grid solver's stages (fit steps, CG iterations, samples)."""
-    stream = stream or sys.stderr
-    labels = {"fit": "fit (Adam steps)", "mean": "posterior mean (CG)", "samples": "std samples"}
+class _GPProgress:
+    """A one-line progress bar per stage of the grid solver (fit steps, CG iterations, samples)."""
 
-    def show(stage, done, total, detail):
+    LABELS = {"fit": "fit (Newton steps)", "mean": "posterior mean (CG)", "samples": "std samples"}
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.stage = None
+
+    def __call__(self, stage, done, total, detail):
+        if self.stage not in (None, stage):
+            self.stream.write("\n")
+        self.stage = stage
         filled = int(round(24 * min(done / max(total, 1), 1.0)))
-        stream.write(f"\r{labels.get(stage, stage)} [{'#' * filled}{'.' * (24 - filled)}] "
-                     f"{done}/{total} {detail}" + " " * 8)
-        if stage == "samples" and done >= total:
-            stream.write("\n")
-        stream.flush()
+        self.stream.write(f"\r{self.LABELS.get(stage, stage)} [{'#' * filled}"
+                          f"{'.' * (24 - filled)}] {done}/{total} {detail}" + " " * 8)
+        self.stream.flush()
 
-    return show
+    def close(self):
+        """End the bar's line (before any other output)."""
+        if self.stage is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.stage = None
 
 
 def _gp_options(args, solver: str) -> dict:
@@ -428,7 +438,7 @@ def _gp_options(args, solver: str) -> dict:
     options = {"samples": samples, "tolerance": args.cg_tolerance,
                "max_iterations": args.cg_max_iterations, "seed": args.seed}
     if not args.quiet:
-        options["progress"] = _gp_progress()
+        options["progress"] = _GPProgress()
     return options
 
 
@@ -443,9 +453,13 @@ def cmd_gp(args) -> int:
     reference = io.read_image(args.reference).pixels if args.reference else None
     sigma = None if args.sigma is None else _sigma01(args.sigma)
     solver = choose_solver(args.solver, *observed.pixels.shape[:2])
-    result = gp_restore(observed.pixels, mask=mask, sigma=sigma, kernel=args.kernel,
-                        fit=not args.no_fit, mean=args.mean, solver=solver,
-                        **_gp_options(args, solver))
+    options = _gp_options(args, solver)
+    try:
+        result = gp_restore(observed.pixels, mask=mask, sigma=sigma, kernel=args.kernel,
+                            fit=not args.no_fit, mean=args.mean, solver=solver, **options)
+    finally:
+        if "progress" in options:
+            options["progress"].close()
     report = {"task": "inpainting" if mask is not None else "denoising", "method": "gp",
               **result.report(), "image_shape": list(result.mean.shape),
               "tfdip_version": _version()}

@@ -21,8 +21,9 @@ held fixed. The constant mean is profiled: ``m_c = 1^T A^-1 y_c / 1^T A^-1 1`` (
 given the rest), from one more CG column. The steps are Newton steps on the unconstrained variables
 with the average-information matrix ``AI_ij = 1/2 sum_c (dA_i alpha_c)^T A^-1 (dA_j alpha_c)``
 (Gilmour, Thompson & Cullis 1995; its expectation is the Fisher information), damped
-(:data:`DAMPING`) and capped (:data:`MAX_STEP`): a handful of steps where a first-order method needs
-a hundred. ``dA_j v`` is the operator with its operands differentiated in forward mode. The log
+(:data:`DAMPING`) and capped (:data:`MAX_STEP`), with a safeguard: when the new gradient shows that
+the last step overshot along its direction (``g . step > 0``) half of it is taken back and the cap
+shrinks. A handful of steps where a first-order method needs a hundred. ``dA_j v`` is the operator with its operands differentiated in forward mode. The log
 marginal likelihood (by SLQ) is reported before and after.
 
 A fitted noise variance is floored (:data:`NOISE_FLOOR`: CG needs more than thousands of iterations
@@ -53,7 +54,7 @@ MAX_STEP = 1.0
 """A masked fit's Newton step moves no unconstrained variable by more than this."""
 DAMPING = 1e-3
 """Levenberg damping of the average-information matrix (relative to its diagonal)."""
-STEP_TOLERANCE = 1e-3
+STEP_TOLERANCE = 1e-2
 """A masked fit stops when its step moves no unconstrained variable by more than this."""
 
 
@@ -184,6 +185,7 @@ def fit_masked(prior: GPPrior, data: PixelData, *, max_steps: int = 30, probes: 
     variables = [v for v in prior.trainable_variables if v is not mean_variable]
     channels, count = objective.channels, float(objective.probes.shape[0])
     steps, converged, warm_directions = 0, not variables, None
+    previous_step, radius = None, MAX_STEP
     for steps in range(1, (max_steps if variables else 0) + 1):
         operator, derivatives = _operand_derivatives(objective, variables)
         solution = objective.solve(operator).solution
@@ -198,6 +200,16 @@ def fit_masked(prior: GPPrior, data: PixelData, *, max_steps: int = 30, probes: 
             gradient.append(0.5 * (channels * float(trace) / count
                                    - float(tf.reduce_sum(alpha * moved_alpha))))
             directions.append(moved_alpha)
+        gradient = np.asarray(gradient)
+        if previous_step is not None and float(gradient @ previous_step) > 0:
+            # The last step overshot the optimum along its direction: go back half of it, shrink.
+            radius = max(radius / 4.0, STEP_TOLERANCE)
+            previous_step = previous_step / 2.0
+            for variable, change in zip(variables, previous_step):
+                variable.assign_sub(tf.cast(change, variable.dtype))
+            if progress is not None:
+                progress("fit", steps, max_steps, f"step back {np.max(np.abs(previous_step)):.1e}")
+            continue
         stacked = tf.concat(directions, axis=0)
         result = conjugate_gradients(operator, stacked, tolerance=tolerance,
                                      max_iterations=max_iterations, initial=warm_directions)
@@ -207,10 +219,11 @@ def fit_masked(prior: GPPrior, data: PixelData, *, max_steps: int = 30, probes: 
         information = 0.5 * np.einsum("icn,jcn->ij", tf.reshape(stacked, shape).numpy(),
                                       tf.reshape(solved, shape).numpy())
         information += DAMPING * np.diag(np.diag(information)) + 1e-12 * np.eye(len(variables))
-        step = -np.linalg.solve(information, np.asarray(gradient))
-        step *= min(1.0, MAX_STEP / max(float(np.max(np.abs(step))), 1e-300))
+        step = -np.linalg.solve(information, gradient)
+        step *= min(1.0, radius / max(float(np.max(np.abs(step))), 1e-300))
         for variable, change in zip(variables, step):
             variable.assign_add(tf.cast(change, variable.dtype))
+        previous_step, radius = step, min(2.0 * radius, MAX_STEP)
         if progress is not None:
             progress("fit", steps, max_steps, f"step {np.max(np.abs(step)):.1e}")
         if np.max(np.abs(step)) < STEP_TOLERANCE:

@@ -287,6 +287,26 @@ def test_torus_log_likelihood_equals_the_dense_circulant_density():
     assert float(torus_log_likelihood(prior, data)) == pytest.approx(expected, rel=1e-10)
 
 
+def test_full_grid_fit_maximises_the_torus_likelihood():
+    """Denoising with an unknown noise level: L-BFGS on the exact torus log-likelihood."""
+    image = smooth_image(24, 24, seed=15)
+    noisy = np.clip(image + 0.03 * np.random.default_rng(16).standard_normal(image.shape), 0, 1)
+    result = gp_restore(noisy, kernel="rbf", solver="grid", samples=0, periodic=True)
+    fitted = result.hyperparameters
+    data = pixel_data(noisy, None, None, max_pixels=None)
+
+    def torus(**changes):
+        values = {**fitted, **changes, "mean": np.array(fitted["mean"])}
+        return float(torus_log_likelihood(GPPrior("rbf", values), data))
+
+    assert result.log_marginal_likelihood == pytest.approx(torus(), rel=1e-10)
+    assert result.fit.log_marginal_likelihood > result.fit.initial_log_marginal_likelihood
+    for name in ("amplitude", "length_scale", "noise_variance"):
+        for factor in (0.9, 1.1):
+            assert torus(**{name: factor * fitted[name]}) < torus()
+    assert any("torus model" in note for note in result.notes)
+
+
 def test_masked_fit_finds_the_dense_likelihood_optimum_of_gp_samples():
     """Two channels drawn from one RBF prior on a 32x32 grid, half the pixels kept."""
     size, amplitude, length_scale, noise = 32, 0.2, 2.5, 1e-3

@@ -350,3 +350,37 @@ def memory_bytes(height: int, width: int, fft_shape: Tuple[int, int], columns: i
 def required_fft_shape(height: int, width: int) -> Tuple[int, int]:
     """The largest FFT shape :class:`GridKernel` can choose (no truncation): for memory estimates."""
     return fast_fft_size(2 * height - 1), fast_fft_size(2 * width - 1)
+
+
+class CirculantPreconditioner:
+    """``M = P (C + s^2 I)^-1 P^T ~ A^-1``: the torus (circulant-embedding) inverse, restricted to the known pixels.
+
+    ``C`` is the circulant matrix on the operator's FFT shape whose top-left block is ``K``
+    (eigenvalues: the grid kernel's spectrum, clamped at 0). One application costs one FFT pair,
+    as much as a product with ``A``; ``benchmarks/gp_scaling.py`` measures whether the saved
+    iterations pay for it. Duck-typed for :func:`tfdip.gp.cg.conjugate_gradients`.
+    """
+
+    def __init__(self, operator: ObservedGridKernel):
+        self.operator = operator
+        self.dtype = operator.dtype
+
+    @property
+    def structure(self):
+        return ("circulant",) + self.operator.structure
+
+    @property
+    def operands(self):
+        return (tf.maximum(self.operator.grid_kernel.spectrum, 0.0), self.operator.noise_variance)
+
+    def apply_with(self, operands, vectors):
+        spectrum, noise_variance = operands
+        grid = self.operator.grid_kernel
+        batch = tf.shape(vectors)[:-1]
+        images = tf.reshape(self.operator.scatter(vectors),
+                            tf.concat([batch, [grid.height, grid.width]], 0))
+        transformed = tf.signal.rfft2d(images, fft_length=grid.fft_shape)
+        solved = tf.signal.irfft2d(transformed / as_complex(spectrum + noise_variance),
+                                   fft_length=grid.fft_shape)[..., :grid.height, :grid.width]
+        flat = tf.reshape(solved, tf.concat([batch, [grid.num_pixels]], 0))
+        return self.operator.gather(flat)

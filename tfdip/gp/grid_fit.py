@@ -100,14 +100,16 @@ class _MaskedObjective:
         self.num_known = int(data.known.sum())
         self.probes = tf.constant(rademacher_probes(probes, self.num_known), DTYPE)
         self.ones = tf.ones([1, self.num_known], DTYPE)
-        first = GridKernel(prior.kernel(), self.height, self.width, truncation=truncation)
-        self.radii = first.radii
+        GridKernel(prior.kernel(), self.height, self.width, truncation=truncation)  # checks
+        self.truncation = truncation
         self.warm = None
         self.total_iterations = 0
 
     def operator(self) -> ObservedGridKernel:
+        """``A`` at the current hyper-parameters (truncation radii chosen anew: they grow with
+        the length scale)."""
         grid = GridKernel(self.prior.kernel(), self.height, self.width, check=False,
-                          radii=self.radii)
+                          truncation=self.truncation)
         return ObservedGridKernel(grid, self.data.known, self.prior.noise_variance + JITTER)
 
     def centred(self, mean) -> tf.Tensor:

@@ -9,8 +9,8 @@ import tensorflow_probability as tfp
 
 from tfdip.errors import TfdipError
 from tfdip.gp import (GPPrior, GridKernel, ObservedGridKernel, circulant_embedding,
-                      conjugate_gradients, gp_posterior, gp_restore, pixel_coordinates, pixel_data,
-                      prior_samples, resolve_kernel, wiener_filter)
+                      conjugate_gradients, gp_posterior, gp_restore, grid_posterior,
+                      pixel_coordinates, pixel_data, prior_samples, resolve_kernel, wiener_filter)
 from tfdip.gp.grid import fast_fft_size, truncation_radii
 from tfdip.gp.grid_fit import fit_masked, rademacher_probes, slq_log_det, torus_log_likelihood
 from tfdip.gp.prior import JITTER
@@ -97,6 +97,17 @@ def test_truncation_keeps_the_tail_below_tolerance_and_shrinks_the_fft():
     assert grid.radii[0] < 20 and grid.fft_shape == (fast_fft_size(200 + grid.radii[0]),
                                                      fast_fft_size(90 + grid.radii[1]))
     assert (fast_fft_size(512), fast_fft_size(513), fast_fft_size(528)) == (512, 525, 540)
+
+
+def test_float32_posterior_mean_matches_float64_to_the_cg_tolerance():
+    image, known = smooth_image(24, 24, seed=17), mask(24, 24, seed=18)
+    prior = GPPrior("rbf", {"amplitude": 0.2, "length_scale": 2.0, "noise_variance": 1e-3,
+                            "mean": 0.5})
+    data = pixel_data(image * known, known, max_pixels=None)
+    double = grid_posterior(prior, data, tolerance=1e-8)
+    single = grid_posterior(prior, data, tolerance=1e-4, dtype=tf.float32)
+    assert single.cg_residual < 1e-4
+    np.testing.assert_allclose(single.mean, double.mean, atol=1e-3)
 
 
 def test_non_stationary_kernel_is_refused():

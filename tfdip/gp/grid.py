@@ -79,13 +79,19 @@ def check_stationary(kernel, height: int, width: int, dtype=tf.float64, seed: in
                          f"image of at most 64x64 pixels")
 
 
+def evaluation_dtype(kernel, dtype):
+    """The dtype to evaluate ``kernel`` in: its parameters' dtype, or ``dtype`` for a kernel without one."""
+    return tf.as_dtype(kernel.dtype) if kernel.dtype is not None else tf.as_dtype(dtype)
+
+
 def kernel_table(kernel, rows: int, columns: int, dtype=tf.float64) -> tf.Tensor:
     """``k(d)`` at the offsets ``d in [-rows, rows] x [-columns, columns]``, shape ``[2 rows + 1, 2 columns + 1]``.
 
-    Differentiable in the kernel's parameters.
+    Evaluated in the kernel's own dtype and cast to ``dtype``; differentiable in its parameters.
     """
-    offsets = window_grid([-rows, -columns], [rows, columns], dtype)
-    origin = tf.zeros([1, 1, 2], dtype)
+    inner = evaluation_dtype(kernel, dtype)
+    offsets = window_grid([-rows, -columns], [rows, columns], inner)
+    origin = tf.zeros([1, 1, 2], inner)
     return tf.cast(kernel.apply(origin, offsets, example_ndims=2), dtype)
 
 
@@ -118,8 +124,9 @@ def torus_table(kernel, height: int, width: int, dtype=tf.float64) -> tf.Tensor:
     """``k`` at the offsets of the ``H x W`` torus, each wrapped to its nearest image ``|d| <= H/2``, laid out circularly."""
     rows = (np.arange(height) + height // 2) % height - height // 2
     columns = (np.arange(width) + width // 2) % width - width // 2
-    offsets = tf.constant(np.stack(np.meshgrid(rows, columns, indexing="ij"), -1), dtype)
-    return tf.cast(kernel.apply(tf.zeros([1, 1, 2], dtype), offsets, example_ndims=2), dtype)
+    inner = evaluation_dtype(kernel, dtype)
+    offsets = tf.constant(np.stack(np.meshgrid(rows, columns, indexing="ij"), -1), inner)
+    return tf.cast(kernel.apply(tf.zeros([1, 1, 2], inner), offsets, example_ndims=2), dtype)
 
 
 def as_dtype(value, dtype) -> tf.Tensor:
@@ -164,7 +171,7 @@ class GridKernel(tf.linalg.LinearOperator):
         if dtype not in (tf.float32, tf.float64):
             raise TfdipError(f"the grid operator works in float32 or float64, got {dtype.name}")
         if check:
-            check_stationary(kernel, height, width, dtype)
+            check_stationary(kernel, height, width, evaluation_dtype(kernel, dtype))
         self.height, self.width, self.periodic = int(height), int(width), bool(periodic)
         if periodic:
             self.radii = (self.height // 2, self.width // 2)

@@ -95,7 +95,8 @@ def make_dip(observation, physics, recipe, *, net="skip", net_options=None, refe
         input_noise_std=recipe.input_noise_std, likelihood=recipe.likelihood,
         likelihood_sigma=recipe.likelihood_sigma, ema_decay=recipe.ema_decay,
         rollback_db=recipe.rollback_db, reference=reference, burn_in=recipe.burn_in,
-        thin=recipe.thin, max_samples=_expected_samples(recipe), seed=seed)
+        thin=recipe.thin, max_samples=_expected_samples(recipe), seed=seed,
+        noise_prior=recipe.noise_prior)
     if check_resources:
         check_memory(generator, dip.z.shape, dip.image_shape)
     if recipe.method in OPTIMIZER_METHODS:
@@ -113,7 +114,7 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
             net="skip", net_options=None, reference=None, seed=0, burn_in=None, thin=None,
             chains=1, input_noise_std=None, log_every=None, callbacks=None, verbose=0,
             checkpoint_dir=None, checkpoint_every=None, resume=False,
-            check_resources=True) -> Restoration:
+            check_resources=True, noise="fixed") -> Restoration:
     """Restore ``observation`` (h, w, C) degraded by ``physics`` with ``method``.
 
     ``chains`` independent runs (seeds ``seed``, ``seed + 1``, ...) are pooled: their posterior
@@ -128,7 +129,7 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
         raise TfdipError(f"chains must be at least 1, got {chains}")
     recipe = make_recipe(method, physics.name, iterations=iterations, learning_rate=learning_rate,
                          burn_in=burn_in, thin=thin, sigma=physics.sigma,
-                         input_noise_std=input_noise_std)
+                         input_noise_std=input_noise_std, noise=noise)
     if chains > 1 and not recipe.is_bayesian:
         raise TfdipError(f"several chains need a sampling method (paper, sgld, psgld, mala, ula), "
                          f"not {method}")

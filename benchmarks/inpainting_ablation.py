@@ -109,6 +109,8 @@ def run(name: str, index: int, row: str, size: int) -> dict:
     record.update(seconds=result.seconds, seconds_per_iteration=result.seconds_per_iteration,
                   iterations=result.iterations, samples=result.samples,
                   rollbacks=result.rollbacks, load_average=os.getloadavg())
+    if "sigma" in result.history[0]:
+        record["sigma_final"] = float(result.history[0]["sigma"][-1])
     return record
 
 
@@ -167,9 +169,12 @@ def main(argv=None) -> None:
             key = f"{name}/{row}"
             if key in results["runs"]:
                 continue
-            results["runs"][key] = run(name, IMAGES.index(name), row, args.size)
-            print(key, {k: v for k, v in results["runs"][key].items() if k.startswith(("psnr", "cov"))},
+            record = run(name, IMAGES.index(name), row, args.size)
+            print(key, {k: v for k, v in record.items() if k.startswith(("psnr", "cov", "sigma"))},
                   flush=True)
+            if json_path.exists():  # keep what other runs wrote meanwhile
+                results["runs"] = {**json.loads(json_path.read_text())["runs"], **results["runs"]}
+            results["runs"][key] = record
             write_json(json_path, results)
             write_markdown(results, args.out.with_suffix(".md"))
 

@@ -184,7 +184,8 @@ def test_gp_inpainting_command_writes_image_std_and_report(tmp_path):
 
 def test_gp_refuses_images_beyond_dense_inference(tmp_path, capsys):
     np.save(tmp_path / "big.npy", np.zeros((80, 80), np.float32))
-    assert run("gp", tmp_path / "big.npy", "--sigma", "10", "-o", tmp_path / "o.png") == 2
+    assert run("gp", tmp_path / "big.npy", "--sigma", "10", "-o", tmp_path / "o.png",
+               "--solver", "dense") == 2
     assert "64x64" in capsys.readouterr().err
 
 

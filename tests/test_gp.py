@@ -261,12 +261,12 @@ def test_colour_fit_maximises_the_summed_likelihood():
 # --- bad input -------------------------------------------------------------------------------
 
 
-def test_oversize_image_raises():
+def test_oversize_image_raises_with_the_dense_solver():
     with pytest.raises(TfdipError, match="is 128x128; dense GP restoration handles at most 4096 "
                                          r"pixels \(64x64\); crop or resize"):
-        gp_restore(np.zeros((128, 128)), np.ones((128, 128)))
+        gp_restore(np.zeros((128, 128)), np.ones((128, 128)), solver="dense")
     with pytest.raises(TfdipError, match="65x64"):
-        gp_restore(np.zeros((65, 64, 3)), sigma=0.1)
+        gp_restore(np.zeros((65, 64, 3)), sigma=0.1, solver="dense")
 
 
 @pytest.mark.parametrize("mask, message", [

@@ -86,7 +86,8 @@ def make_dip(observation, physics, recipe, *, net="skip", net_options=None, refe
         input_noise_std=recipe.input_noise_std, likelihood=recipe.likelihood,
         likelihood_sigma=recipe.likelihood_sigma, ema_decay=recipe.ema_decay,
         rollback_db=recipe.rollback_db, reference=reference, burn_in=recipe.burn_in,
-        thin=recipe.thin, max_samples=expected_samples(recipe), seed=seed, chain=chain)
+        thin=recipe.thin, max_samples=expected_samples(recipe), seed=seed, chain=chain,
+        noise_prior=recipe.noise_prior)
     if check_resources:
         check_memory(generator, dip.z.shape, dip.image_shape)
     if recipe.method in OPTIMIZER_METHODS:

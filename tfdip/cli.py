@@ -6,7 +6,7 @@
     tfdip inpaint OBS --mask MASK -o OUT [...]
     tfdip superres OBS --factor F -o OUT [...]
     tfdip batch FOLDER_OR_MANIFEST -o DIR --task TASK [...] [--engine local|ray] [--workers N]
-    tfdip gp OBS [--mask M] [--sigma S] --kernel K -o OUT [--std-out STD.png] [...]
+    tfdip gp OBS [--mask M] [--sigma S] --kernel K -o OUT [--std-out STD.png] [--solver S] [...]
     tfdip kernel [--net NAME] [--depth D | --levels L] --plot OUT.png
 
 Bad input ends with one line on stderr (``tfdip: error: ...``) and exit status 2; nothing
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ray engine: CPUs per task (default 1; also its TensorFlow threads)")
     batch.add_argument("--gpus-per-task", type=float, help="ray engine: GPUs per task (default 0)")
 
-    gp = sub.add_parser("gp", help="restore with a Gaussian process (at most 64x64 pixels)")
+    gp = sub.add_parser("gp", help="restore with a Gaussian process (any size with the grid solver)")
     gp.add_argument("observation")
     gp.add_argument("--mask", help="mask image: nonzero = known pixel (inpainting)")
     gp.add_argument("--sigma", type=float, help="noise std on 0..255 (denoising)")
@@ -198,10 +198,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="prior mean: one fitted constant per channel, or zero (the paper's "
                          "DIP-kernel setting)")
     gp.add_argument("--no-fit", action="store_true", help="keep the starting hyper-parameters")
+    gp.add_argument("--solver", choices=("auto", "dense", "grid"), default="auto",
+                    help="dense: exact, at most 64x64 pixels; grid: FFT operators and conjugate "
+                         "gradients, any size, stationary kernels; auto (default): dense when "
+                         "the image fits it")
+    gp.add_argument("--samples", type=_positive_int,
+                    help="grid solver: posterior samples for the std map (default 64 with "
+                         "--std-out: Monte Carlo error 8.9%%; needs --std-out)")
+    gp.add_argument("--cg-tolerance", type=float, default=1e-4,
+                    help="grid solver: relative residual of the conjugate gradients (1e-4)")
+    gp.add_argument("--cg-max-iterations", type=_positive_int, default=5000,
+                    help="grid solver: iteration cap of the conjugate gradients (5000)")
+    gp.add_argument("--seed", type=int, default=0, help="grid solver: seed of the samples")
     gp.add_argument("-o", "--out", required=True)
     gp.add_argument("--std-out", help="colour-mapped posterior std map (.png)")
     gp.add_argument("--reference", help="clean image, to report PSNR / SSIM")
     gp.add_argument("--report", help="write a JSON report here")
+    gp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     kernel = sub.add_parser("kernel", help="draw the infinite-width covariance of a DIP network")
     kernel.add_argument("--net", default="conv_stack",
@@ -418,35 +431,95 @@ def cmd_corrupt(args) -> int:
     return 0
 
 
+class _GPProgress:
+    """A one-line progress bar per stage of the grid solver (fit steps, CG iterations, samples)."""
+
+    LABELS = {"fit": "fit (Newton steps)", "mean": "posterior mean (CG)", "samples": "std samples"}
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.stage = None
+
+    def __call__(self, stage, done, total, detail):
+        if self.stage not in (None, stage):
+            self.stream.write("\n")
+        self.stage = stage
+        filled = int(round(24 * min(done / max(total, 1), 1.0)))
+        self.stream.write(f"\r{self.LABELS.get(stage, stage)} [{'#' * filled}"
+                          f"{'.' * (24 - filled)}] {done}/{total} {detail}" + " " * 8)
+        self.stream.flush()
+
+    def close(self):
+        """End the bar's line (before any other output)."""
+        if self.stage is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.stage = None
+
+
+def _gp_options(args, solver: str) -> dict:
+    """gp_restore's solver keywords from the command line, refusing those that do not apply."""
+    from tfdip.errors import TfdipError
+
+    if args.samples is not None and not args.std_out:
+        raise TfdipError("--samples sets the samples of the std map; give --std-out too")
+    if solver == "dense":
+        changed = [flag for flag, value, default in (
+            ("--samples", args.samples, None), ("--cg-tolerance", args.cg_tolerance, 1e-4),
+            ("--cg-max-iterations", args.cg_max_iterations, 5000), ("--seed", args.seed, 0))
+            if value != default]
+        if changed:
+            raise TfdipError(f"{', '.join(changed)} only apply to the grid solver (the dense "
+                             f"solver is exact); use --solver grid")
+        return {}
+    if not 0 < args.cg_tolerance < 1:
+        raise TfdipError(f"--cg-tolerance must be in (0, 1), got {args.cg_tolerance}")
+    samples = args.samples if args.samples is not None else (64 if args.std_out else 0)
+    if samples == 1:
+        raise TfdipError("a std map needs at least 2 --samples")
+    options = {"samples": samples, "tolerance": args.cg_tolerance,
+               "max_iterations": args.cg_max_iterations, "seed": args.seed}
+    if not args.quiet:
+        options["progress"] = _GPProgress()
+    return options
+
+
 def cmd_gp(args) -> int:
     from tfdip import io, metrics
-    from tfdip.gp import gp_restore
+    from tfdip.gp import choose_solver, gp_restore
+    from tfdip.problem import sigma01
     from tfdip.viz import colormap
 
     _check_outputs(images=(args.out, args.std_out), report=args.report)
     observed = io.read_image(args.observation)
     mask = io.read_mask(args.mask, observed.pixels.shape[:2]) if args.mask else None
-    from tfdip.problem import sigma01
-
+    reference = io.read_image(args.reference).pixels if args.reference else None
     sigma = None if args.sigma is None else sigma01(args.sigma)
-    result = gp_restore(observed.pixels, mask=mask, sigma=sigma, kernel=args.kernel,
-                        fit=not args.no_fit, mean=args.mean)
-    io.write_image(args.out, result.mean, alpha=observed.alpha, bit_depth=observed.bit_depth)
-    if args.std_out:
-        io.write_image(args.std_out, colormap(result.std))
+    solver = choose_solver(args.solver, *observed.pixels.shape[:2])
+    options = _gp_options(args, solver)
+    try:
+        result = gp_restore(observed.pixels, mask=mask, sigma=sigma, kernel=args.kernel,
+                            fit=not args.no_fit, mean=args.mean, solver=solver, **options)
+    finally:
+        if "progress" in options:
+            options["progress"].close()
     report = {"task": "inpainting" if mask is not None else "denoising", "method": "gp",
-              "kernel": result.kernel_name, "hyperparameters": result.hyperparameters,
-              "log_marginal_likelihood": result.log_marginal_likelihood,
-              "seconds": round(result.seconds, 3), "image_shape": list(result.mean.shape),
+              **result.report(), "image_shape": list(result.mean.shape),
               "tfdip_version": _version()}
-    if args.reference:
-        reference = io.read_image(args.reference).pixels
+    report["seconds"] = round(result.seconds, 3)
+    if reference is not None:
         report["psnr"] = metrics.psnr(result.mean, reference)
         report["ssim"] = metrics.ssim(result.mean, reference)
         report["psnr_observed"] = metrics.psnr(observed.pixels, reference)
+    io.write_image(args.out, result.mean, alpha=observed.alpha, bit_depth=observed.bit_depth)
+    if args.std_out:
+        io.write_image(args.std_out, colormap(result.std))
     if args.report:
         io.write_json(args.report, report)
-    _print_summary(dict(report, iterations=0, method=f"gp, {result.kernel_name} kernel"))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    _print_summary(dict(report, iterations=0, method=f"gp, {result.kernel_name} kernel, "
+                                                     f"{result.solver} solver"))
     return 0
 
 

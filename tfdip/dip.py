@@ -12,7 +12,10 @@ One training step (inside ``tf.function``), at step t with weights w_t:
 2. ``x_t = crop(G_{w_t}(z_t))`` with BatchNorm on the statistics of this image;
 3. loss: ``mean((A x_t - y)^2)`` (``likelihood="mse"``, the DIP loss) or
    ``-log p(y | x_t) = ||A x_t - y||^2 / (2 sigma^2) + const`` summed over observed entries
-   (``likelihood="gaussian"``, what the Langevin samplers need; the prior lives in the optimizer);
+   (``likelihood="gaussian"``, what the Langevin samplers need; the prior lives in the optimizer).
+   With a ``noise_prior`` the noise variance ``s2`` is a variable of the chain: the loss uses the
+   current ``s2`` and, after the weight update, ``s2`` is drawn from its conditional posterior given
+   this step's residual (:mod:`tfdip.inference.noise`), so the noise level is sampled, not fixed;
 4. roll-back guard: if the loss is not finite, or the PSNR of ``A x_t`` against ``y`` fell more than
    ``rollback_db`` below the last good value, the weights return to the last good ones and the step
    is reported in ``rollbacks``; otherwise the optimizer applies the gradient (an Adam step, an
@@ -79,6 +82,9 @@ class DeepImagePrior(keras.Model):
         seed, chain: the run's seed and this chain's index; z, the jitter and the traced pixel
             subset come from their streams in :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``.
 
+        noise_prior: a :class:`tfdip.inference.noise.NoiseVariancePrior` to sample the Gaussian
+            likelihood's noise variance (it starts at ``likelihood_sigma^2``); None keeps it fixed.
+
     Float variables (EMA, last output, trace, moments) take the generator's compute dtype, so a
     float64 Keras policy runs in float64 throughout.
     """
@@ -87,7 +93,8 @@ class DeepImagePrior(keras.Model):
                  input_channels=None,
                  input_noise_std=0.0, likelihood="mse", likelihood_sigma=None, ema_decay=0.99,
                  rollback_db=5.0, reference=None, burn_in=None, thin=1, trace_pixels=256,
-                 max_samples=512, seed=0, chain=0, **kwargs):
+                 max_samples=512, seed=0, chain=0, noise_prior=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if likelihood not in LIKELIHOODS:
             raise TfdipError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
@@ -105,6 +112,8 @@ class DeepImagePrior(keras.Model):
             if not sigma or sigma <= 0:
                 raise TfdipError("the Gaussian likelihood needs a noise level > 0; give sigma")
             likelihood_sigma = float(sigma)
+        elif noise_prior is not None:
+            raise TfdipError("a noise prior needs the Gaussian likelihood (likelihood='gaussian')")
         self.generator = generator
         self.physics = physics
         self.likelihood = likelihood
@@ -116,6 +125,7 @@ class DeepImagePrior(keras.Model):
         self.thin = int(thin)
         self.seeds = chain_seeds(seed, chain)
         self.seed, self.chain = self.seeds.seed, self.seeds.chain
+        self.noise_prior = noise_prior
         dtype = tf.as_dtype(generator.compute_dtype)
 
         self.image_shape = tuple(int(s) for s in physics.image_shape(observation.shape))
@@ -149,6 +159,9 @@ class DeepImagePrior(keras.Model):
         self.shadow = [tf.Variable(w, trainable=False, name="shadow")
                        for w in generator.trainable_variables]
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.noise_variance = tf.Variable(tf.constant((likelihood_sigma or 0.0)**2, dtype),
+                                          trainable=False, name="noise_variance")
+        self.num_observed = physics.num_observed(observation.shape)
 
     @property
     def metrics(self):
@@ -169,9 +182,12 @@ class DeepImagePrior(keras.Model):
         return x[:, top:top + height, left:left + width, :]
 
     def _loss(self, x_hat):
+        """The DIP MSE, or the Gaussian negative log-likelihood at the noise std of the run (the
+        current sample of it with a ``noise_prior``)."""
         if self.likelihood == "mse":
             return self.physics.mse(self.y, x_hat)
-        return -self.physics.log_likelihood(self.y, x_hat, sigma=self.likelihood_sigma)
+        sigma = self.likelihood_sigma if self.noise_prior is None else tf.sqrt(self.noise_variance)
+        return -self.physics.log_likelihood(self.y, x_hat, sigma=sigma)
 
     # ------------------------------------------------------------------ training
     def train_step(self, data):
@@ -207,6 +223,8 @@ class DeepImagePrior(keras.Model):
             self.ema.assign(decay * self.ema + (1.0 - decay) * x_safe)
         if self.burn_in is not None:
             self._collect(x_hat[0], good)
+        if self.noise_prior is not None:
+            self._sample_noise_variance(x_hat, good)
         self.step.assign_add(1)
         self.loss_tracker.update_state(tf.where(good, loss, 0.0), sample_weight=good_f)
 
@@ -223,7 +241,17 @@ class DeepImagePrior(keras.Model):
                     lambda: tf.constant(0.0))
         if self.burn_in is not None:
             logs["samples"] = self.moments.count
+        if self.noise_prior is not None:
+            logs["sigma"] = tf.sqrt(self.noise_variance)
         return logs
+
+    def _sample_noise_variance(self, x_hat, good):
+        """Gibbs step for the noise variance: s2 ~ p(s2 | w_t, y), keyed on (seed, step)."""
+        sse = tf.reduce_sum(tf.square(self.physics.residual(self.y, x_hat)))
+        key = tf.stack([tf.constant(self.seeds.noise_level, tf.int64), self.step])
+        draw = self.noise_prior.sample(sse, self.num_observed, key)
+        self.noise_variance.assign(tf.where(good, tf.cast(draw, self.noise_variance.dtype),
+                                            self.noise_variance))
 
     def _collect(self, x, good):
         """Posterior sample bookkeeping for output x (H, W, C) of step ``self.step``."""
@@ -333,4 +361,4 @@ class DeepImagePrior(keras.Model):
             jitter_seed=self.jitter_seed.state, ema=self.ema, last_output=self.last_output,
             step=self.step, rollbacks=self.rollbacks, last_good_psnr=self.last_good_psnr,
             moments=self.moments, trace=self.trace, trace_index=self.trace_index,
-            shadow=list(self.shadow))
+            shadow=list(self.shadow), noise_variance=self.noise_variance)

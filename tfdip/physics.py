@@ -151,15 +151,21 @@ class Physics:
 
             -||m * (A(x_hat) - y)||^2 / (2 sigma^2) - n_obs / 2 * log(2 pi sigma^2)
 
-        ``sigma`` (a number) overrides the operator's own noise level; it must not be 0.
+        ``sigma`` overrides the operator's own noise level: a number (checked; it must not be 0)
+        or a positive scalar tensor (e.g. a sampled noise level inside a ``tf.function``).
         Returns a tf scalar in x_hat's float type.
         """
+        if tf.is_tensor(sigma):
+            return self._gaussian_log_likelihood(y, x_hat, sigma)
         sigma = self.sigma if sigma is None else _check_sigma(sigma)
         if sigma == 0:
             raise TfdipError("the log-likelihood needs a noise level but sigma is 0; give a noise "
                              "level (e.g. sigma=25/255, or a small value such as 0.01 for clean data)")
+        return self._gaussian_log_likelihood(y, x_hat, sigma)
+
+    def _gaussian_log_likelihood(self, y, x_hat, sigma) -> tf.Tensor:
         r = self.residual(y, x_hat)
-        variance = tf.constant(sigma * sigma, dtype=r.dtype)
+        variance = tf.square(tf.cast(sigma, r.dtype))
         n_obs = tf.reduce_sum(self._observed(tf.ones_like(r)))
         return (-tf.reduce_sum(tf.square(r)) / (2 * variance)
                 - 0.5 * n_obs * tf.math.log(2 * math.pi * variance))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 from tfdip.errors import TfdipError
+from tfdip.inference.noise import NoiseVariancePrior
 from tfdip.inference.optimizers import PSGLD, SGLD, NoisyAdam
 
 OPTIMIZER_METHODS = ("sgd", "paper", "sgld", "psgld")
@@ -31,8 +32,10 @@ DEFAULT_LEARNING_RATE = {"sgd": 0.01, "paper": 0.01, "sgld": 1e-7, "psgld": 1e-3
                          "mala": 1e-4, "ula": 1e-4}
 DEFAULT_ITERATIONS = {"sgd": 1800, "paper": 3000, "sgld": 3000, "psgld": 3000,
                       "mala": 1000, "ula": 1000}
-# Noise level of the Gaussian likelihood for noise-free tasks (inpainting, super-resolution).
+# Noise level of the Gaussian likelihood for noise-free tasks (inpainting, super-resolution), and
+# the starting value of a sampled noise level.
 NOISE_FREE_SIGMA = 0.01
+NOISE_MODES = ("fixed", "sampled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +52,16 @@ class Recipe:
     rollback_db: float | None
     burn_in: int | None
     thin: int
+    noise: str = "fixed"
 
     @property
     def is_bayesian(self) -> bool:
         return self.burn_in is not None
+
+    @property
+    def noise_prior(self) -> NoiseVariancePrior | None:
+        """The prior of a sampled likelihood noise level (Jeffreys'), or None when it is fixed."""
+        return NoiseVariancePrior() if self.noise == "sampled" else None
 
     def optimizer(self, seed: int = 0):
         """A fresh Keras 3 optimizer for this recipe."""
@@ -70,11 +79,13 @@ class Recipe:
 
 
 def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, burn_in=None,
-                thin=None, sigma=None, input_noise_std=None) -> Recipe:
+                thin=None, sigma=None, input_noise_std=None, noise="fixed") -> Recipe:
     """The recipe for ``method`` on ``task`` with the defaults above, overridden where given.
 
     ``sigma`` is the observation noise std (for the Gaussian likelihood of the Langevin methods);
-    for noise-free tasks it defaults to ``NOISE_FREE_SIGMA``.
+    for noise-free tasks it defaults to ``NOISE_FREE_SIGMA``. ``noise="sampled"`` makes the Langevin
+    methods sample the noise variance under Jeffreys' prior (:mod:`tfdip.inference.noise`),
+    starting from that sigma.
     """
     if method not in METHODS:
         raise TfdipError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -104,10 +115,15 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
     if sigma is not None and sigma < 0:
         raise TfdipError(f"sigma must be >= 0, got {sigma}")
     likelihood_sigma = (sigma or NOISE_FREE_SIGMA) if langevin else None
+    if noise not in NOISE_MODES:
+        raise TfdipError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+    if noise == "sampled" and method not in ("sgld", "psgld"):
+        raise TfdipError(f"a sampled noise level needs a Langevin optimizer (sgld, psgld), not {method}")
     if input_noise_std is None:
         input_noise_std = 0.0 if langevin else INPUT_NOISE[task]
     return Recipe(
         method=method, iterations=iterations, learning_rate=learning_rate,
         likelihood="gaussian" if langevin else "mse", likelihood_sigma=likelihood_sigma,
         input_noise_std=float(input_noise_std), ema_decay=0.99,
-        rollback_db=None if langevin else 5.0, burn_in=burn_in, thin=thin)
+        rollback_db=None if langevin else 5.0, burn_in=burn_in, thin=thin,
+        noise=noise)

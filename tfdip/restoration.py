@@ -51,7 +51,7 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
             net="skip", net_options=None, reference=None, seed=0, burn_in=None, thin=None,
             chains=1, input_noise_std=None, log_every=None, callbacks=None, verbose=0,
             checkpoint_dir=None, checkpoint_every=None, resume=False,
-            check_resources=True) -> Restoration:
+            check_resources=True, noise="fixed") -> Restoration:
     """Restore ``observation`` (h, w, C) degraded by ``physics`` with ``method``.
 
     ``chains`` independent chains (chain ``k`` as :func:`restore_chain` runs it alone) are
@@ -70,6 +70,9 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     and gives the same result as an uninterrupted run. With nothing saved yet it starts from the
     beginning and warns (:class:`tfdip.errors.TfdipWarning`).
 
+    ``noise="sampled"`` (``sgld`` and ``psgld`` only) samples the likelihood's noise level with the
+    weights instead of fixing it (:mod:`tfdip.inference.noise`).
+
     The MCMC methods (``mala``, ``ula``) run each chain as one TFP graph: they refuse
     ``callbacks``, ``log_every``, ``input_noise_std`` and the checkpoint options.
     """
@@ -78,7 +81,7 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     chain_seeds(seed)  # a bad seed fails here, before any file is written
     recipe = make_recipe(method, physics.name, iterations=iterations, learning_rate=learning_rate,
                          burn_in=burn_in, thin=thin, sigma=physics.sigma,
-                         input_noise_std=input_noise_std)
+                         input_noise_std=input_noise_std, noise=noise)
     if chains > 1 and not recipe.is_bayesian:
         raise TfdipError(f"several chains need a sampling method (paper, sgld, psgld, mala, ula), "
                          f"not {method}")

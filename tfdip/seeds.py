@@ -14,7 +14,8 @@ Purposes:
 * ``input``: the fixed network input ``z``;
 * ``jitter``: the per-step input jitter (a ``keras.random.SeedGenerator``);
 * ``sampler``: the optimizer's / MCMC kernel's noise (Langevin, the authors' weight noise);
-* ``trace``: the subset of output pixels traced for ESS and R-hat.
+* ``trace``: the subset of output pixels traced for ESS and R-hat;
+* ``noise_level``: the Gibbs draws of a sampled likelihood noise level (:mod:`tfdip.inference.noise`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from tfdip.errors import TfdipError
 
-PURPOSES = ("weights", "input", "jitter", "sampler", "trace")
+PURPOSES = ("weights", "input", "jitter", "sampler", "trace", "noise_level")
 
 # Seeds handed to Keras / TF are kept below 2^31 (what every consumer accepts).
 _SEED_BITS = 31
@@ -48,6 +49,7 @@ class ChainSeeds:
     jitter: int
     sampler: int
     trace: int
+    noise_level: int
 
     def rng(self, purpose: str) -> np.random.Generator:
         """A NumPy generator on the full-entropy SeedSequence of ``purpose``."""

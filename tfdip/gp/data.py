@@ -6,7 +6,8 @@ known), or every pixel for denoising, are the regression's observations ``y_c(x_
 is a prediction point.
 
 Dense GP inference costs ``O(N^3)`` in the number of observed pixels and ``O(P N)`` memory for the
-``P`` prediction points, so this module refuses images of more than :data:`MAX_DENSE_PIXELS`.
+``P`` prediction points, so the dense solver refuses images of more than :data:`MAX_DENSE_PIXELS`;
+the grid solver (:mod:`tfdip.gp.grid_posterior`) takes any size.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def _check_sigma(sigma) -> Optional[float]:
     return sigma
 
 
-def _check_image(observation) -> np.ndarray:
+def _check_image(observation, max_pixels: Optional[int]) -> np.ndarray:
     try:
         image = np.asarray(observation, dtype=np.float64)
     except (TypeError, ValueError):
@@ -100,9 +101,10 @@ def _check_image(observation) -> np.ndarray:
     if not np.isfinite(image).all():
         raise TfdipError("the observation contains NaN or inf; give finite values in [0, 1]")
     height, width = image.shape[:2]
-    if height * width > MAX_DENSE_PIXELS:
+    if max_pixels is not None and height * width > max_pixels:
         raise TfdipError(f"the observation is {height}x{width}; dense GP restoration handles at "
-                         f"most {MAX_DENSE_PIXELS} pixels (64x64); crop or resize the image")
+                         f"most {MAX_DENSE_PIXELS} pixels (64x64); crop or resize the image, or "
+                         f"use the grid solver")
     return image
 
 
@@ -114,7 +116,7 @@ def _check_mask(mask, height: int, width: int) -> np.ndarray:
         raise TfdipError(f"the mask holds {mask.dtype} values; give 0 for missing and 1 for known")
     if mask.ndim == 3:
         if mask.shape[2] > 1 and np.any((mask != 0) != (mask[:, :, :1] != 0)):
-            raise TfdipError("the mask differs between channels; dense GP restoration needs the "
+            raise TfdipError("the mask differs between channels; GP restoration needs the "
                              "same known pixels in every channel: give an (H, W) mask")
         mask = mask[:, :, 0]
     if mask.ndim != 2:
@@ -131,14 +133,17 @@ def _check_mask(mask, height: int, width: int) -> np.ndarray:
     return known
 
 
-def pixel_data(observation, mask=None, sigma=None) -> PixelData:
+def pixel_data(observation, mask=None, sigma=None,
+               max_pixels: Optional[int] = MAX_DENSE_PIXELS) -> PixelData:
     """Validate an observation, its mask of known pixels (nonzero = known; None = all) and sigma.
+
+    ``max_pixels``: the most pixels allowed (None: any size, for the grid solver).
 
     Raises:
       TfdipError: for a malformed image or mask, a mask of another size or with channels that
-        differ, an image of more than :data:`MAX_DENSE_PIXELS` pixels, or a sigma outside [0, 1].
+        differ, an image of more than ``max_pixels`` pixels, or a sigma outside [0, 1].
     """
-    image = _check_image(observation)
+    image = _check_image(observation, max_pixels)
     known = _check_mask(mask, *image.shape[:2])
     return PixelData(image=image, known=known, sigma=_check_sigma(sigma),
                      gray=np.ndim(observation) == 2)

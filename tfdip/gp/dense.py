@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfdip.errors import TfdipError
-from tfdip.gp.data import PixelData, pixel_data
+from tfdip.gp.cg import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE
+from tfdip.gp.data import MAX_DENSE_PIXELS, PixelData, pixel_data
 from tfdip.gp.fit import FitSummary, fit_prior
+from tfdip.gp.grid_fit import NOISE_FLOOR, fit_on_grid, torus_log_likelihood
+from tfdip.gp.grid_posterior import Progress, check_grid_memory, grid_posterior
 from tfdip.gp.prior import DTYPE, GPPrior, cholesky_with_jitter, resolve_kernel
+from tfdip.gp.sampling import DEFAULT_SAMPLES
 
 tfd = tfp.distributions
 
@@ -33,6 +37,8 @@ INITIAL_LENGTH_SCALE = 2.0
 INITIAL_NOISE_FRACTION = 0.1
 """A fitted noise variance starts at this fraction of the observed values' variance."""
 MEANS = ("constant", "zero")
+SOLVERS = ("auto", "dense", "grid")
+"""``auto``: dense up to :data:`~tfdip.gp.data.MAX_DENSE_PIXELS` pixels, the grid solver above."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,24 +55,47 @@ class GPResult:
       hyperparameters: the hyper-parameters used (see :mod:`tfdip.gp.prior`): ``amplitude``,
         ``length_scale`` (named kernels), ``noise_variance`` and ``mean`` (one per channel, absent
         for a zero-mean prior).
-      log_marginal_likelihood: ``log p(y)`` of the observed values under those hyper-parameters.
+      log_marginal_likelihood: ``log p(y)`` of the observed values under those hyper-parameters
+        (grid solver: exact on a full grid's torus, by SLQ after a masked fit, None for a masked
+        grid solve without a fit).
       seconds: wall time of the whole restoration (fit and posterior).
       fit: the fit's summary, or None if nothing was fitted.
+      solver: ``"dense"`` or ``"grid"``.
+      seconds_fit, seconds_mean, seconds_std: wall time of the fit, the posterior mean (dense: with
+        the exact std) and the sampled std map.
+      cg_iterations, cg_residual: the grid solver's CG iterations for the mean and its largest
+        true relative residual (None for the dense solver).
+      samples: posterior samples behind the std map (0: exact std or no std map).
+      std_relative_error: the std map's Monte Carlo relative error (0: exact; None: no std map).
+      notes: what the solver had to do (fit method, noise floor, circulant embedding).
     """
 
     mean: np.ndarray
-    std: np.ndarray
+    std: Optional[np.ndarray]
     kernel_name: str
     hyperparameters: Dict[str, object]
-    log_marginal_likelihood: float
+    log_marginal_likelihood: Optional[float]
     seconds: float
     fit: Optional[FitSummary] = None
+    solver: str = "dense"
+    seconds_fit: float = 0.0
+    seconds_mean: float = 0.0
+    seconds_std: float = 0.0
+    cg_iterations: Optional[int] = None
+    cg_residual: Optional[float] = None
+    samples: int = 0
+    std_relative_error: Optional[float] = 0.0
+    notes: List[str] = dataclasses.field(default_factory=list)
 
     def report(self) -> Dict[str, object]:
         """Everything but the images, for a JSON report."""
         return {"kernel": self.kernel_name, "hyperparameters": self.hyperparameters,
                 "log_marginal_likelihood": self.log_marginal_likelihood,
-                "seconds": self.seconds,
+                "seconds": self.seconds, "solver": self.solver, "seconds_fit": self.seconds_fit,
+                "seconds_mean": self.seconds_mean, "seconds_std": self.seconds_std,
+                "cg_iterations": self.cg_iterations, "cg_residual": self.cg_residual,
+                "samples": self.samples, "std_relative_error": self.std_relative_error,
+                "notes": list(self.notes),
                 "fit": None if self.fit is None else dataclasses.asdict(self.fit)}
 
 
@@ -121,11 +150,23 @@ def _starting_values(data: PixelData, kernel, mean: str, fit: bool) -> Dict[str,
     return values
 
 
+def choose_solver(solver: str, height: int, width: int) -> str:
+    """``"dense"`` or ``"grid"`` for ``solver`` in :data:`SOLVERS` and an ``H x W`` image."""
+    if solver not in SOLVERS:
+        raise TfdipError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    if solver == "auto":
+        return "dense" if height * width <= MAX_DENSE_PIXELS else "grid"
+    return solver
+
+
 def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rbf", *,
                fit: bool = True, mean: str = "constant",
                hyperparameters: Optional[Mapping[str, object]] = None,
-               num_fit_steps: int = 100) -> GPResult:
-    """Restore an image (at most 64x64) with the posterior of a Gaussian process over its pixels.
+               num_fit_steps: int = 100, solver: str = "auto", samples: Optional[int] = None,
+               tolerance: float = DEFAULT_TOLERANCE, max_iterations: int = DEFAULT_MAX_ITERATIONS,
+               seed: int = 0, periodic: bool = False,
+               progress: Optional[Progress] = None) -> GPResult:
+    """Restore an image with the posterior of a Gaussian process over its pixels.
 
     Inpainting: give ``mask`` (nonzero = known pixel; ``(H, W)``, or ``(H, W, C)`` equal in every
     channel). Denoising: give ``sigma`` and no mask. Both: a mask and ``sigma``.
@@ -135,6 +176,12 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
     exact: they are kept in the restored image, and the GP's noise variance (a model misfit term,
     as in the paper's RBF baseline) is fitted when ``fit`` or 0 (plus jitter) otherwise. Without
     mask and sigma the noise variance is fitted (denoising with an unknown noise level).
+
+    Solvers: ``"dense"`` (exact, at most 64x64 pixels: :func:`gp_posterior` and
+    :func:`tfdip.gp.fit.fit_prior`), ``"grid"`` (any size, stationary kernels only: FFT operators,
+    CG and pathwise samples, :mod:`tfdip.gp.grid_posterior` and :mod:`tfdip.gp.grid_fit`; a fitted
+    noise variance is floored at :data:`~tfdip.gp.grid_fit.NOISE_FLOOR`), ``"auto"`` (dense when
+    it fits the dense limit).
 
     Args:
       observation: ``(H, W)`` or ``(H, W, C)`` image in [0, 1]; channels are independent GPs
@@ -152,17 +199,37 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
       hyperparameters: starting values (``fit=True``) or fixed values (``fit=False``) that
         override the data-driven ones: ``amplitude``, ``length_scale``, ``noise_variance``,
         ``mean`` (see :mod:`tfdip.gp.prior`).
-      num_fit_steps: L-BFGS iterations at most.
+      num_fit_steps: L-BFGS iterations (Adam steps for a masked grid fit) at most.
+      solver: ``"auto"``, ``"dense"`` or ``"grid"`` (above).
+      samples: grid solver: posterior samples for the std map (default
+        :data:`~tfdip.gp.sampling.DEFAULT_SAMPLES`; 0: no std map). The dense std is exact.
+      tolerance, max_iterations: grid solver: CG's relative residual tolerance and iteration cap.
+      seed: grid solver: seed of the posterior samples.
+      periodic: grid solver: model the image on a torus (closed form without a mask).
+      progress: grid solver: a :data:`~tfdip.gp.grid_posterior.Progress` callback.
 
     Returns:
       A :class:`GPResult`.
 
     Raises:
-      TfdipError: for bad input (see :func:`tfdip.gp.data.pixel_data`), an unknown kernel or
-        mean, hyper-parameters that conflict with ``sigma`` or ``mean``, or nothing to restore.
+      TfdipError: for bad input (see :func:`tfdip.gp.data.pixel_data`), an unknown kernel, mean
+        or solver, options that do not apply to the solver, hyper-parameters that conflict with
+        ``sigma`` or ``mean``, a non-stationary kernel on the grid, more memory than available,
+        a CG that does not converge, or nothing to restore.
     """
     start = time.perf_counter()
-    data = pixel_data(observation, mask, sigma)
+    if np.ndim(observation) not in (2, 3):
+        raise TfdipError(f"the observation must be an (H, W) or (H, W, C) image, got shape "
+                         f"{np.shape(observation)}")
+    solver = choose_solver(solver, *np.shape(observation)[:2])
+    grid_only = {"samples": samples is not None, "periodic": periodic,
+                 "progress": progress is not None}
+    if solver == "dense" and any(grid_only.values()):
+        given = [name for name, set_ in grid_only.items() if set_]
+        raise TfdipError(f"{', '.join(given)} only apply to the grid solver (the dense solver "
+                         f"gives the exact std); use solver='grid'")
+    data = pixel_data(observation, mask, sigma,
+                      max_pixels=MAX_DENSE_PIXELS if solver == "dense" else None)
     kernel = resolve_kernel(kernel)
     if mean not in MEANS:
         raise TfdipError(f"mean must be one of {MEANS}, got {mean!r}")
@@ -176,6 +243,9 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
                          f"{data.shape[2]} channels; give one value or one per channel")
     if int(num_fit_steps) < 1:
         raise TfdipError(f"num_fit_steps must be at least 1, got {num_fit_steps}")
+    if solver == "grid":
+        samples = DEFAULT_SAMPLES if samples is None else int(samples)
+        check_grid_memory(*data.shape, samples)
     values = {**_starting_values(data, kernel, mean, fit), **given}
     trainable = [name for name in values if fit and not (name == "noise_variance"
                                                          and data.sigma is not None)]
@@ -183,23 +253,48 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
             and not values.get("noise_variance")):
         raise TfdipError("nothing to restore: every pixel is known and noise-free; give a mask, "
                          "sigma, or fit=True to estimate the noise level")
-    prior = GPPrior(kernel, values, trainable)
+    noise_floor = NOISE_FLOOR if solver == "grid" and "noise_variance" in trainable else 0.0
+    prior = GPPrior(kernel, values, trainable, noise_floor=noise_floor)
 
-    summary = None
-    if fit:
+    summary, notes = None, []
+    if fit and solver == "dense":
         summary = fit_prior(prior, data.observed_points, data.observed_values,
                             max_iterations=int(num_fit_steps))
+    elif fit:
+        summary, notes = fit_on_grid(prior, data, max_steps=int(num_fit_steps),
+                                     progress=progress, tolerance=tolerance,
+                                     max_iterations=max_iterations)
+    seconds_fit = time.perf_counter() - start
+    if summary is not None:
         log_marginal_likelihood = summary.log_marginal_likelihood
-    else:
+    elif solver == "dense":
         log_marginal_likelihood = float(
             prior.log_marginal_likelihood(data.observed_points, data.observed_values))
-    posterior_mean, posterior_std = gp_posterior(prior, data.observed_points,
-                                                 data.observed_values, data.points)
+    elif data.known.all():
+        log_marginal_likelihood = float(torus_log_likelihood(prior, data))
+    else:
+        log_marginal_likelihood = None
+    grid = None
+    if solver == "dense":
+        posterior_mean, posterior_std = gp_posterior(prior, data.observed_points,
+                                                     data.observed_values, data.points)
+    else:
+        grid = grid_posterior(prior, data, samples=samples, tolerance=tolerance,
+                              max_iterations=max_iterations, seed=seed, periodic=periodic,
+                              progress=progress)
+        posterior_mean, posterior_std = grid.mean, grid.std
+        notes = notes + grid.notes
     restored = np.clip(data.as_image(posterior_mean), 0.0, 1.0)
     if data.sigma in (None, 0.0) and mask is not None:
         restored = np.where(data.known[:, :, np.newaxis], data.image, restored)
-    return GPResult(mean=data.like_observation(restored).astype(np.float32),
-                    std=posterior_std.reshape(data.known.shape).astype(np.float32),
-                    kernel_name=prior.kernel_name, hyperparameters=prior.values(),
-                    log_marginal_likelihood=log_marginal_likelihood,
-                    seconds=time.perf_counter() - start, fit=summary)
+    std = None if posterior_std is None else posterior_std.reshape(data.known.shape).astype(np.float32)
+    seconds = time.perf_counter() - start
+    common = dict(mean=data.like_observation(restored).astype(np.float32), std=std,
+                  kernel_name=prior.kernel_name, hyperparameters=prior.values(),
+                  log_marginal_likelihood=log_marginal_likelihood, seconds=seconds, fit=summary,
+                  solver=solver, seconds_fit=seconds_fit, notes=notes)
+    if grid is None:
+        return GPResult(**common, seconds_mean=seconds - seconds_fit)
+    return GPResult(**common, seconds_mean=grid.seconds_mean, seconds_std=grid.seconds_std,
+                    cg_iterations=grid.cg_iterations, cg_residual=grid.cg_residual,
+                    samples=grid.samples, std_relative_error=grid.std_relative_error)

@@ -48,8 +48,19 @@ def fit_prior(prior: GPPrior, points, values, max_iterations: int = 100,
     """
     points = tf.convert_to_tensor(points, DTYPE)
     values = tf.convert_to_tensor(values, DTYPE)
+    return maximise_likelihood(prior, lambda: prior.log_marginal_likelihood(points, values),
+                               max_iterations, tolerance)
+
+
+def maximise_likelihood(prior: GPPrior, log_likelihood, max_iterations: int = 100,
+                        tolerance: float = 1e-7) -> FitSummary:
+    """Maximise ``log_likelihood()`` (a TensorFlow function of the prior's variables) with L-BFGS.
+
+    Args as :func:`fit_prior`; ``log_likelihood`` takes no argument and must be traceable by
+    ``tf.function`` and differentiable in ``prior.trainable_variables``.
+    """
     variables = list(prior.trainable_variables)
-    initial = float(prior.log_marginal_likelihood(points, values))
+    initial = float(log_likelihood())
     if not variables:
         return FitSummary(initial, initial, 0, 0, True)
     sizes = [int(np.prod(v.shape)) for v in variables]
@@ -62,7 +73,7 @@ def fit_prior(prior: GPPrior, points, values, max_iterations: int = 100,
     def loss_and_gradient(position):
         assign(position)
         with tf.GradientTape() as tape:
-            loss = -prior.log_marginal_likelihood(points, values)
+            loss = -log_likelihood()
         gradients = tape.gradient(loss, variables,
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return loss, _flatten(gradients)

@@ -87,8 +87,8 @@ def resolve_kernel(kernel) -> Union[str, tfpk.PositiveSemidefiniteKernel]:
     return kernel
 
 
-def _hyperparameter(name: str, value, trainable: bool):
-    """A float64 variable (Softplus-constrained unless it is the mean) or a constant."""
+def _hyperparameter(name: str, value, trainable: bool, floor: float = 0.0):
+    """A float64 variable (``floor + Softplus``-constrained unless it is the mean) or a constant."""
     value = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(value)):
         raise TfdipError(f"{name} must be finite, got {value}")
@@ -100,7 +100,11 @@ def _hyperparameter(name: str, value, trainable: bool):
         return tf.constant(value, dtype=DTYPE)
     if name == "mean":
         return tf.Variable(value, dtype=DTYPE, name=name)
-    return tfp.util.TransformedVariable(value, tfp.bijectors.Softplus(), dtype=DTYPE, name=name)
+    bijector = tfp.bijectors.Softplus()
+    if floor > 0:
+        value = np.maximum(value, 2.0 * floor)
+        bijector = tfp.bijectors.Chain([tfp.bijectors.Shift(np.float64(floor)), bijector])
+    return tfp.util.TransformedVariable(value, bijector, dtype=DTYPE, name=name)
 
 
 class GPPrior(tf.Module):
@@ -114,10 +118,12 @@ class GPPrior(tf.Module):
         is required for the named kernels and refused for others; ``mean`` (a number or one per
         channel) present means a constant-mean prior, absent a zero-mean one.
       trainable: the names of the hyper-parameters to fit.
+      noise_floor: a fitted noise variance stays above this (it starts at least at twice it).
     """
 
     def __init__(self, kernel: Union[str, tfpk.PositiveSemidefiniteKernel],
-                 values: Mapping[str, object], trainable: Sequence[str] = (), name=None):
+                 values: Mapping[str, object], trainable: Sequence[str] = (),
+                 noise_floor: float = 0.0, name=None):
         super().__init__(name=name)
         unknown = (set(values) | set(trainable)) - set(HYPERPARAMETERS)
         if unknown:
@@ -136,7 +142,9 @@ class GPPrior(tf.Module):
                              f"({', '.join(STATIONARY_KERNELS)}); the {kernel.name} kernel "
                              f"has its own parameters")
         values = {"amplitude": 1.0, "noise_variance": 0.0, **values}
-        self._values = {name: _hyperparameter(name, value, name in trainable)
+        self.noise_floor = float(noise_floor)
+        self._values = {name: _hyperparameter(name, value, name in trainable,
+                                              self.noise_floor if name == "noise_variance" else 0.0)
                         for name, value in values.items()}
 
     @property
@@ -148,6 +156,12 @@ class GPPrior(tf.Module):
     def noise_variance(self) -> tf.Tensor:
         """``s^2``, a float64 scalar."""
         return tf.convert_to_tensor(self._values["noise_variance"])
+
+    @property
+    def mean_variable(self):
+        """The fitted constant mean's ``tf.Variable``, or None when the mean is fixed or zero."""
+        value = self._values.get("mean")
+        return value if isinstance(value, tf.Variable) else None
 
     def mean(self, num_channels: int) -> tf.Tensor:
         """``m_c`` as a float64 vector of shape ``[num_channels]`` (zeros for a zero-mean prior)."""

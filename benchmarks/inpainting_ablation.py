@@ -1,0 +1,183 @@
+"""Why the Langevin samplers lose to the DIP recipe on inpainting: one factor at a time.
+
+Protocol: centre SIZE x SIZE crops of the gray images of ``../shared/data/inpainting/``, 50% of the
+pixels dropped by a Bernoulli mask (seed = MASK_SEED + index of the image), no noise. Each row is one
+``tfdip.restore`` run (network seed 0) that differs from the ``psgld`` default in one setting: the
+likelihood noise level sigma, the input jitter, the step size, the budget. The DIP recipe (``sgd``:
+Adam, jitter 0.03, EMA) and scikit-image's biharmonic inpainting are the references.
+
+For every run: PSNR of the restoration over the whole crop, raw and with the known pixels copied
+back from the observation ("kept"); SSIM (kept); 2-std coverage of the posterior std over the missing
+pixels and over all pixels; seconds. Results go to ``benchmarks/results/inpainting_ablation.json``
+and ``.md`` after every run, so an interrupted run keeps what it finished.
+
+Usage::
+
+    python benchmarks/inpainting_ablation.py                        # every row on 3 images
+    python benchmarks/inpainting_ablation.py --rows psgld sgd --images barbara boat
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+from skimage.restoration import inpaint_biharmonic
+
+import tfdip
+from tfdip.inference.calibration import uncertainty_report
+from tfdip.io import read_image, write_json
+from tfdip.metrics import psnr, ssim
+from tfdip.physics import Inpainting
+
+HERE = Path(__file__).resolve().parent
+DATA = next(parent / "shared" / "data" / "inpainting" for parent in HERE.parents
+            if (parent / "shared" / "data" / "inpainting").is_dir())
+RESULTS = HERE / "results"
+IMAGES = ("barbara", "boat", "cameraman", "couple", "fingerprint", "hill", "house", "lena", "man",
+          "montage", "peppers")
+MASK_SEED = 1000
+KEEP = 0.5
+
+# row -> (method, restore() keyword arguments, likelihood sigma or None for the default)
+ROWS = {
+    "psgld": ("psgld", {}, None),
+    "psgld_jitter": ("psgld", {"input_noise_std": 0.03}, None),
+    "psgld_sigma0.03": ("psgld", {}, 0.03),
+    "psgld_sigma0.03_jitter": ("psgld", {"input_noise_std": 0.03}, 0.03),
+    "psgld_sigma0.1": ("psgld", {}, 0.1),
+    "psgld_lr3e-4": ("psgld", {"learning_rate": 3e-4}, None),
+    "psgld_6000": ("psgld", {"iterations": 6000}, None),
+    "psgld_sampled": ("psgld", {"noise": "sampled"}, None),
+    "psgld_sampled_jitter": ("psgld", {"noise": "sampled", "input_noise_std": 0.03}, None),
+    "sgd": ("sgd", {}, None),
+    "paper": ("paper", {}, None),
+}
+
+
+def machine() -> dict:
+    versions = {"python": platform.python_version()}
+    for package in ("numpy", "tensorflow", "keras", "tensorflow-probability", "scikit-image"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return {"platform": platform.platform(), "logical_cpus": os.cpu_count(), "versions": versions}
+
+
+def problem(name: str, index: int, size: int):
+    """(clean (size, size, 1), observation, mask (size, size)) for one image's centre crop."""
+    image = read_image(DATA / f"{name}.png").pixels
+    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+    clean = np.ascontiguousarray(image[top:top + size, left:left + size, :1])
+    physics = Inpainting.bernoulli((size, size), KEEP, seed=MASK_SEED + index)
+    return clean, physics.simulate(clean, seed=0), physics.mask[:, :, 0]
+
+
+def scores(clean, observation, mask, image, std) -> dict:
+    known = mask[:, :, None] > 0
+    kept = np.where(known, observation, image)
+    record = {"psnr": psnr(image, clean), "psnr_kept": psnr(kept, clean), "ssim_kept": ssim(kept, clean)}
+    if std is not None:
+        missing = np.broadcast_to(~known, clean.shape)
+        record["coverage_missing"] = uncertainty_report(image, std, clean, mask=missing)["coverage_2std"]
+        record["coverage_all"] = uncertainty_report(image, std, clean)["coverage_2std"]
+        record["std_missing"] = float(std[missing].mean())
+        record["std_known"] = float(std[~missing].mean())
+    return record
+
+
+def run(name: str, index: int, row: str, size: int) -> dict:
+    clean, observation, mask = problem(name, index, size)
+    start = time.perf_counter()
+    if row == "biharmonic":
+        image = inpaint_biharmonic(observation[:, :, 0], mask == 0)[:, :, None]
+        record = scores(clean, observation, mask, image, None)
+        record["seconds"] = time.perf_counter() - start
+        return record
+    method, options, sigma = ROWS[row]
+    physics = Inpainting(mask, sigma=sigma or 0.0)
+    result = tfdip.restore(observation, physics, method=method, seed=0, **options)
+    record = scores(clean, observation, mask, result.image, result.std)
+    if result.ema is not None and method != "sgd":
+        record["psnr_ema_kept"] = scores(clean, observation, mask, result.ema, None)["psnr_kept"]
+    record.update(seconds=result.seconds, seconds_per_iteration=result.seconds_per_iteration,
+                  iterations=result.iterations, samples=result.samples,
+                  rollbacks=result.rollbacks, load_average=os.getloadavg())
+    if "sigma" in result.history[0]:
+        record["sigma_final"] = float(result.history[0]["sigma"][-1])
+    return record
+
+
+def _fmt(value, pattern="{:.2f}"):
+    return "" if value is None else pattern.format(value)
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    rows = ["biharmonic", *ROWS]
+    images = [name for name in IMAGES if any(key.startswith(name + "/") for key in results["runs"])]
+    lines = [f"# Inpainting ablation ({results['size']}x{results['size']} centre crops, 50% Bernoulli masks)",
+             "", "Generated by `benchmarks/inpainting_ablation.py`. PSNR in dB with the known pixels "
+             "kept (raw PSNR in brackets); cov = 2-std coverage over the missing / all pixels; "
+             "s = seconds (shared machine: upper bounds).", "",
+             f"Machine: {json.dumps(results['machine'])}", "",
+             "| row | " + " | ".join(images) + " | mean (kept) | cov missing | cov all | s |",
+             "|---|" + "---|" * (len(images) + 4)]
+    for row in rows:
+        cells, kept, cov_m, cov_a, secs = [], [], [], [], []
+        for name in images:
+            record = results["runs"].get(f"{name}/{row}")
+            if record is None:
+                cells.append("")
+                continue
+            cells.append(f"{record['psnr_kept']:.2f} ({record['psnr']:.2f})")
+            kept.append(record["psnr_kept"])
+            secs.append(record["seconds"])
+            if "coverage_missing" in record:
+                cov_m.append(record["coverage_missing"])
+                cov_a.append(record["coverage_all"])
+        if not kept:
+            continue
+        complete = len(kept) == len(images)
+        lines.append(f"| {row} | " + " | ".join(cells) + " | "
+                     + (f"{np.mean(kept):.2f}" if complete else "") + " | "
+                     + _fmt(np.mean(cov_m) if cov_m and complete else None) + " | "
+                     + _fmt(np.mean(cov_a) if cov_a and complete else None) + " | "
+                     + f"{np.mean(secs):.0f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", nargs="+", default=["barbara", "boat", "cameraman"],
+                        choices=IMAGES)
+    parser.add_argument("--rows", nargs="+", default=["biharmonic", *ROWS],
+                        choices=["biharmonic", *ROWS])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=RESULTS / "inpainting_ablation")
+    args = parser.parse_args(argv)
+    json_path = args.out.with_suffix(".json")
+    results = (json.loads(json_path.read_text()) if json_path.exists()
+               else {"size": args.size, "machine": machine(), "runs": {}})
+    for row in args.rows:
+        for name in args.images:
+            key = f"{name}/{row}"
+            if key in results["runs"]:
+                continue
+            record = run(name, IMAGES.index(name), row, args.size)
+            print(key, {k: v for k, v in record.items() if k.startswith(("psnr", "cov", "sigma"))},
+                  flush=True)
+            if json_path.exists():  # keep what other runs wrote meanwhile
+                results["runs"] = {**json.loads(json_path.read_text())["runs"], **results["runs"]}
+            results["runs"][key] = record
+            write_json(json_path, results)
+            write_markdown(results, args.out.with_suffix(".md"))
+
+
+if __name__ == "__main__":
+    main()

@@ -165,7 +165,8 @@ class Physics:
 
     def _gaussian_log_likelihood(self, y, x_hat, sigma) -> tf.Tensor:
         r = self.residual(y, x_hat)
-        variance = tf.square(tf.cast(sigma, r.dtype))
+        sigma = tf.cast(sigma, r.dtype) if tf.is_tensor(sigma) else tf.constant(sigma, r.dtype)
+        variance = tf.square(sigma)
         n_obs = tf.reduce_sum(self._observed(tf.ones_like(r)))
         return (-tf.reduce_sum(tf.square(r)) / (2 * variance)
                 - 0.5 * n_obs * tf.math.log(2 * math.pi * variance))

@@ -112,6 +112,17 @@ def test_bad_manifests_are_refused_before_any_work(tmp_path, manifest, message):
         read_items(tmp_path / "items.csv", Defaults(task="denoise", sigma=25, chains=2))
 
 
+def test_checkpoint_interval_is_refused_for_an_mcmc_item_of_the_manifest(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "items.csv").write_text("input,method\na.png,psgld\na.png,mala\n")
+    defaults = Defaults(task="denoise", sigma=25, checkpoint_every=50)
+    with pytest.raises(TfdipError, match="items.csv line 3: --checkpoint-every works with the "
+                                         "optimizer methods .* not with method mala"):
+        read_items(tmp_path / "items.csv", defaults)
+    assert len(read_items(tmp_path / "items.csv", dataclasses.replace(
+        defaults, checkpoint_every=None))) == 2
+
+
 def test_settings_hash_follows_file_contents_and_settings(tmp_path):
     (tmp_path / "a.png").write_bytes(b"one")
     defaults = Defaults(task="denoise", sigma=25, iterations=30)
@@ -269,20 +280,26 @@ def test_an_item_that_kills_its_worker_is_retried_alone_then_fails_alone(tmp_pat
     assert "retrying this job alone" in (tmp_path / "out" / "noisy1" / "log.txt").read_text()
 
 
+def _batch_until(argv, path):
+    """``tfdip batch argv`` started in a session of its own (stderr piped), once ``path`` exists."""
+    env = {**os.environ, "PYTHONPATH": str(Path(tfdip.__file__).parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "tfdip.cli", *map(str, argv)], env=env,
+                               start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not path.exists() and time.monotonic() < deadline:
+        assert process.poll() is None, f"the batch ended before {path.name} was written"
+        time.sleep(0.02)
+    return process
+
+
 def test_killed_batch_reruns_only_unfinished_items_and_resumes_from_checkpoints(tmp_path):
     manifest = _write_items(tmp_path / "in", 3)
     out = tmp_path / "out"
     argv = ["batch", manifest, "-o", out, *RUN, "--method", "psgld", "--iterations", 300,
             "--checkpoint-every", 100]
-    env = {**os.environ, "PYTHONPATH": str(Path(tfdip.__file__).parents[1])}
-    process = subprocess.Popen([sys.executable, "-m", "tfdip.cli", *map(str, argv)], env=env,
-                               start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     first_checkpoint = out / "noisy1" / "checkpoints" / "chain0" / "latest.json"
-    deadline = time.monotonic() + 600
-    while not first_checkpoint.exists() and time.monotonic() < deadline:
-        assert process.poll() is None, "the batch ended before it could be killed"
-        time.sleep(0.02)
+    process = _batch_until(argv, first_checkpoint)
     os.killpg(process.pid, signal.SIGKILL)  # the batch and its worker
     process.wait()
     assert first_checkpoint.exists()
@@ -300,6 +317,34 @@ def test_killed_batch_reruns_only_unfinished_items_and_resumes_from_checkpoints(
     np.testing.assert_allclose(np.load(out / "noisy1" / "restored.npy"), uninterrupted.image,
                                atol=1e-5)
     np.testing.assert_allclose(np.load(out / "noisy1" / "std.npy"), uninterrupted.std, atol=1e-5)
+
+
+def test_interrupted_batch_stops_its_workers_at_once_and_keeps_the_checkpoints(tmp_path):
+    manifest = _write_items(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    argv = ["batch", manifest, "-o", out, *RUN, "--method", "psgld", "--iterations", 100000,
+            "--checkpoint-every", 20]
+    checkpoint = out / "noisy0" / "checkpoints" / "chain0" / "latest.json"
+    process = _batch_until(argv, checkpoint)
+    os.kill(process.pid, signal.SIGINT)  # Ctrl-C reaching the batch driver only
+    try:  # a driver waiting for its item would run for hours
+        _, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("the interrupted batch kept running")
+    assert process.returncode == 130
+    assert "interrupted after" in err and "run the same command again" in err
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the worker process ended with its driver
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("a worker process outlived the interrupted batch")
+    assert checkpoint.exists() and not (out / "noisy0" / "report.json").exists()
 
 
 # ------------------------------------------------------------------ Ray engine

@@ -377,6 +377,7 @@ def cmd_batch(args) -> int:
         result = run_batch(items, args.out, engine,
                            progress_stream=None if args.quiet else sys.stderr)
     except KeyboardInterrupt:
+        engine.abort()
         print(f"\ntfdip: interrupted after {time.perf_counter() - start:.0f} s; finished items "
               f"are kept: run the same command again to continue", file=sys.stderr)
         return 130
@@ -599,6 +600,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        engine.abort()
         print(f"\ntfdip: interrupted after {time.perf_counter() - start:.0f} s; nothing was written",
               file=sys.stderr)
         return 130

@@ -82,6 +82,14 @@ class LocalEngine:
         that killed it."""
         return True
 
+    def abort(self):
+        """Stop at once (Ctrl-C): cancel the queued jobs and end the running ones; their items
+        resume from their checkpoints on the next run."""
+        running = list((self._pool._processes or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in running:
+            process.terminate()
+
     def close(self):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -149,6 +157,11 @@ class RayEngine:
 
     def may_retry_alone(self) -> bool:
         return False  # Ray has retried the task already
+
+    def abort(self):
+        """Stop at once (Ctrl-C): a local Ray instance is shut down with its workers; on a
+        cluster, Ray cancels the tasks of this driver when it disconnects."""
+        self.close()
 
     def close(self):
         if self._owns_session and self._ray.is_initialized():

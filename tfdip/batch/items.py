@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tfdip.errors import TfdipError
 from tfdip.problem import TASKS, check_task_options, sigma01
-from tfdip.recipes import METHODS, make_recipe
+from tfdip.recipes import MCMC_METHODS, METHODS, make_recipe
 
 #: Image files a folder input picks up.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".npy")
@@ -248,6 +248,9 @@ def _item(index, line, row, defaults: Defaults) -> Item:
     recipe = make_recipe(method, TASKS[task], iterations=row.get("iterations", defaults.iterations),
                          learning_rate=defaults.learning_rate, burn_in=defaults.burn_in,
                          thin=defaults.thin, sigma=sigma01(sigma or 0.0))
+    if defaults.checkpoint_every and method in MCMC_METHODS:
+        raise TfdipError(f"--checkpoint-every works with the optimizer methods (sgd, paper, sgld, "
+                         f"psgld), not with method {method}; leave it out or change the method")
     if defaults.chains > 1 and not recipe.is_bayesian:
         raise TfdipError(f"several chains need a sampling method (paper, sgld, psgld, mala, ula), "
                          f"not {method}")

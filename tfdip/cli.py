@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="grid solver: posterior samples for the std map (default 64 with "
                          "--std-out: Monte Carlo error 8.9%%; needs --std-out)")
     gp.add_argument("--cg-tolerance", type=float, default=1e-4,
-                    help="grid solver: relative residual of the conjugate gradients (1e-4)")
+                    help="grid solver: relative residual of the posterior's conjugate gradients (1e-4; "
+                         "the fit's solves stop at 1e-3)")
     gp.add_argument("--cg-max-iterations", type=_positive_int, default=5000,
                     help="grid solver: iteration cap of the conjugate gradients (5000)")
     gp.add_argument("--seed", type=int, default=0, help="grid solver: seed of the samples")

@@ -203,7 +203,9 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
       solver: ``"auto"``, ``"dense"`` or ``"grid"`` (above).
       samples: grid solver: posterior samples for the std map (default
         :data:`~tfdip.gp.sampling.DEFAULT_SAMPLES`; 0: no std map). The dense std is exact.
-      tolerance, max_iterations: grid solver: CG's relative residual tolerance and iteration cap.
+      tolerance, max_iterations: grid solver: CG's relative residual tolerance (of the
+          posterior solves; the fit's own solves stop at
+          :data:`tfdip.gp.grid_fit.FIT_TOLERANCE`) and iteration cap (of every solve).
       seed: grid solver: seed of the posterior samples.
       periodic: grid solver: model the image on a torus (closed form without a mask).
       progress: grid solver: a :data:`~tfdip.gp.grid_posterior.Progress` callback.
@@ -262,8 +264,7 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
                             max_iterations=int(num_fit_steps))
     elif fit:
         summary, notes = fit_on_grid(prior, data, max_steps=int(num_fit_steps),
-                                     progress=progress, tolerance=tolerance,
-                                     max_iterations=max_iterations)
+                                     progress=progress, max_iterations=max_iterations)
     seconds_fit = time.perf_counter() - start
     if summary is not None:
         log_marginal_likelihood = summary.log_marginal_likelihood

@@ -36,6 +36,7 @@ def test_grid_solver_report_has_timings_cg_and_samples(inpainting, capsys):
     assert fields["solver"] == "grid" and fields["samples"] == 8
     assert fields["std_relative_error"] == pytest.approx(1 / np.sqrt(14))
     assert fields["cg_residual"] < 1e-4 and fields["cg_iterations"] > 0
+    assert fields["cg_converged_samples"] is True
     for name in ("seconds", "seconds_fit", "seconds_mean", "seconds_std"):
         assert fields[name] > 0
     assert fields["seconds"] >= fields["seconds_fit"]

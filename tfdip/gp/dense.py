@@ -67,6 +67,8 @@ class GPResult:
         true relative residual (None for the dense solver).
       samples: posterior samples behind the std map (0: exact std or no std map).
       std_relative_error: the std map's Monte Carlo relative error (0: exact; None: no std map).
+      cg_converged_samples: False when a sample's CG stopped at the iteration cap, so that the
+        std map is less exact than its Monte Carlo error says (the mean's CG raises instead).
       notes: what the solver had to do (fit method, noise floor, circulant embedding).
     """
 
@@ -85,6 +87,7 @@ class GPResult:
     cg_residual: Optional[float] = None
     samples: int = 0
     std_relative_error: Optional[float] = 0.0
+    cg_converged_samples: bool = True
     notes: List[str] = dataclasses.field(default_factory=list)
 
     def report(self) -> Dict[str, object]:
@@ -95,7 +98,7 @@ class GPResult:
                 "seconds_mean": self.seconds_mean, "seconds_std": self.seconds_std,
                 "cg_iterations": self.cg_iterations, "cg_residual": self.cg_residual,
                 "samples": self.samples, "std_relative_error": self.std_relative_error,
-                "notes": list(self.notes),
+                "cg_converged_samples": self.cg_converged_samples, "notes": list(self.notes),
                 "fit": None if self.fit is None else dataclasses.asdict(self.fit)}
 
 
@@ -298,4 +301,5 @@ def gp_restore(observation, mask=None, sigma: Optional[float] = None, kernel="rb
         return GPResult(**common, seconds_mean=seconds - seconds_fit)
     return GPResult(**common, seconds_mean=grid.seconds_mean, seconds_std=grid.seconds_std,
                     cg_iterations=grid.cg_iterations, cg_residual=grid.cg_residual,
-                    samples=grid.samples, std_relative_error=grid.std_relative_error)
+                    samples=grid.samples, std_relative_error=grid.std_relative_error,
+                    cg_converged_samples=grid.cg_converged_samples)

@@ -22,8 +22,9 @@ given the rest), from one more CG column. The steps are Newton steps on the unco
 with the average-information matrix ``AI_ij = 1/2 sum_c (dA_i alpha_c)^T A^-1 (dA_j alpha_c)``
 (Gilmour, Thompson & Cullis 1995; its expectation is the Fisher information), damped
 (:data:`DAMPING`) and capped (:data:`MAX_STEP`), with a safeguard: when the new gradient shows that
-the last step overshot along its direction (``g . step > 0``) half of it is taken back and the cap
-shrinks. A handful of steps where a first-order method needs a hundred. ``dA_j v`` is the operator with its operands differentiated in forward mode. The log
+the last step overshot along its direction (``g . step > 0``) half of it is taken back, the cap
+shrinks and the next step is a Newton step from there (a step back below :data:`STEP_TOLERANCE`
+ends the fit). A handful of steps where a first-order method needs a hundred. ``dA_j v`` is the operator with its operands differentiated in forward mode. The log
 marginal likelihood (by SLQ) is reported before and after.
 
 Precision. The objective is deterministic given the probes, but it is an estimate: Hutchinson's
@@ -216,12 +217,18 @@ def fit_masked(prior: GPPrior, data: PixelData, *, max_steps: int = 30, probes: 
         gradient = np.asarray(gradient)
         if previous_step is not None and float(gradient @ previous_step) > 0:
             # The last step overshot the optimum along its direction: go back half of it, shrink.
+            # The next step is a Newton step from there (halving again and again could go on
+            # for ever where an inexact gradient keeps a tiny overshoot).
             radius = max(radius / 4.0, STEP_TOLERANCE)
-            previous_step = previous_step / 2.0
-            for variable, change in zip(variables, previous_step):
+            back = previous_step / 2.0
+            for variable, change in zip(variables, back):
                 variable.assign_sub(tf.cast(change, variable.dtype))
+            previous_step = None
             if progress is not None:
-                progress("fit", steps, max_steps, f"step back {np.max(np.abs(previous_step)):.1e}")
+                progress("fit", steps, max_steps, f"step back {np.max(np.abs(back)):.1e}")
+            if np.max(np.abs(back)) < STEP_TOLERANCE:
+                converged = True
+                break
             continue
         stacked = tf.concat(directions, axis=0)
         result = conjugate_gradients(operator, stacked, tolerance=tolerance,

@@ -102,6 +102,7 @@ ROWS = {
     "gp_rbf": ("GP, RBF fitted", "gp_rbf", "restored"),
     "gp_dip": ("GP, DIP kernel", "gp_dip", "restored"),
 }
+SEEDED_ROWS = ("sgd_ema", "sgd_last", "paper", "psgld")
 #: The paper's numbers (reference.md section 4), per image where known, and its averages.
 PAPER_DENOISING = {
     "SGD (poster)": {"house": 26.74, "peppers": 28.42, "lena": 29.17},
@@ -354,42 +355,33 @@ def table_markdown(table: str, protocol: dict, runs: dict, summary: dict, stages
     headline = "psnr_kept" if table == "inpainting" else "psnr"
     what = ("PSNR (dB) with the known pixels kept" if table == "inpainting" else "PSNR (dB)")
     lines = [f"## {table.capitalize()}", "",
-             f"Protocol: {json.dumps(protocol)}.", "",
+             f"Protocol: {protocol_text(table, protocol)}", "",
              f"{what}, mean ± std over network seeds (seeds per row in the last column). The "
              f"average is the mean over the images with a value; ± its std over the seeds of the "
-             f"per-seed averages (rows with several seeds that cover every image).", "",
+             f"per-seed averages (rows with several seeds that cover every image). The paper's "
+             f"rows (*in italics*: reference.md section 4) are on the full-size images with the "
+             f"paper's budgets, not re-run here.", "",
              "| row | " + " | ".join(images) + " | average | std over images | seeds |",
              "|---|" + "---:|" * (len(images) + 3)]
     for row, stats_by_metric in summary.items():
         stats = stats_by_metric.get(headline)
         if stats is None:
             continue
-        seeds = sorted({seed for by_seed in runs[row].values() for seed in by_seed})
+        seeds = ", ".join(str(seed) for seed in sorted(
+            {seed for by_seed in runs[row].values() for seed in by_seed}))
         complete = len(stats["per_image"]) == len(images)
         average = "" if not complete else f"**{stats['mean']:.2f}**" + (
             "" if stats["std_seeds"] is None else f" ± {stats['std_seeds']:.2f}")
         spread = "" if stats["std_images"] is None or not complete else f"{stats['std_images']:.2f}"
         lines.append(f"| {ROWS[row][0]} | " + " | ".join(_cell(stats, n) for n in images)
-                     + f" | {average} | {spread} | {', '.join(map(str, seeds))} |")
-    lines += ["", "The paper's numbers (reference.md section 4; full-size images, the paper's "
-                  "budgets):", ""]
-    if table == "inpainting":
-        lines += ["| row | " + " | ".join(images) + " | average of these |",
-                  "|---|" + "---:|" * (len(images) + 1)]
-        for label, numbers in PAPER_INPAINTING.items():
-            values = [numbers[INPAINTING_IMAGES.index(name)] for name in images]
-            lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values)
-                         + f" | {np.mean(values):.2f} |")
-    else:
-        lines += ["| row | " + " | ".join(images) + " |", "|---|" + "---:|" * len(images)]
-        for label, numbers in PAPER_DENOISING.items():
-            lines.append(f"| {label} | " + " | ".join(
-                f"{numbers[name]:.2f}" if name in numbers else "" for name in images) + " |")
-        lines += ["", "Averages over the 9 images: " + ", ".join(
-            f"{label} {value:.2f}" for label, value in PAPER_DENOISING_AVERAGES.items()) + "."]
-    lines += ["", "Averages over the images of every score (mean of the per-image seed means; "
-                  "coverage = fraction of pixels within 2 posterior stds; seconds = wall time of "
-                  "one restoration):", "",
+                     + f" | {average} | {spread} | {seeds if row in SEEDED_ROWS else '–'} |")
+    lines += paper_rows(table, images) + [""]
+    if table == "denoising":
+        lines += ["The paper's averages over the 9 full-size images: " + ", ".join(
+            f"{label} {value:.2f}" for label, value in PAPER_DENOISING_AVERAGES.items()) + ".", ""]
+    lines += ["Averages of every score over the images with a value (mean of the per-image seed "
+              "means; coverage = fraction of pixels within 2 posterior stds; seconds = wall time "
+              "of one restoration):", "",
               "| row | PSNR kept | PSNR | SSIM | coverage (all) | coverage (missing) | seconds |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for row, stats_by_metric in summary.items():
@@ -403,11 +395,43 @@ def table_markdown(table: str, protocol: dict, runs: dict, summary: dict, stages
     if stages:
         loads = [stage["load_before"][0] for stage in stages] + [stage["load_after"][0]
                                                                  for stage in stages]
-        lines += ["", f"{len(stages)} batch runs, {sum(s['seconds'] for s in stages) / 3600:.2f} h "
-                      f"in all; 1-minute load average {min(loads):.1f}-{max(loads):.1f} at their "
-                      f"starts and ends (2 cores, shared with other jobs: seconds are upper "
-                      f"bounds)."]
+        hours = sum(stage["seconds"] for stage in stages) / 3600
+        lines += ["", f"{len(stages)} batch run(s), {hours:.2f} h in all; 1-minute load average "
+                      f"{min(loads):.1f}-{max(loads):.1f} at their starts and ends (2 cores, "
+                      f"shared with other jobs: seconds are upper bounds)."]
     return lines
+
+
+def paper_rows(table: str, images) -> list:
+    """The paper's numbers for ``images`` as rows of the main table, with their average."""
+    lines = []
+    if table == "inpainting":
+        for label, numbers in PAPER_INPAINTING.items():
+            values = [numbers[INPAINTING_IMAGES.index(name)] for name in images]
+            lines.append(f"| *paper: {label}* | " + " | ".join(f"*{v:.2f}*" for v in values)
+                         + f" | *{np.mean(values):.2f}* | | |")
+    else:
+        for label, numbers in PAPER_DENOISING.items():
+            lines.append(f"| *paper: {label}* | " + " | ".join(
+                f"*{numbers[name]:.2f}*" if name in numbers else "" for name in images)
+                + " | | | |")
+    return lines
+
+
+def protocol_text(table: str, protocol: dict) -> str:
+    """The protocol of a table's runs as one paragraph."""
+    crop, budgets = protocol["crop"], protocol["budgets"]
+    parts = [f"centre crops of {crop}x{crop} pixels",
+             protocol["mask"] if table == "inpainting" else protocol["noise"],
+             f"skip net with {protocol['channels']} channels"]
+    for method, budget in budgets.items():
+        text = (f"`{method}` {budget['iterations']} steps at step size {budget['learning_rate']:g}"
+                f", input jitter {budget['input_noise_std']:.3g}")
+        if budget["burn_in"] is not None:
+            text += f", burn-in {budget['burn_in']}, a sample every {budget['thin']} steps"
+        parts.append(text + f", network seeds {', '.join(map(str, protocol['seeds'][method]))}")
+    parts.append(f"`tfdip batch --workers {protocol['workers']}`")
+    return "; ".join(parts) + "."
 
 
 def bar_chart(table: str, summary: dict, path: Path) -> None:
@@ -444,12 +468,11 @@ def panels(table: str, work: Path, images, path: Path) -> None:
 
     problems = work / table / "problems"
     classical = "biharmonic" if table == "inpainting" else "cbm3d"
-    columns = [("clean", None), ("observation", None), ("sgd EMA", work / table / "batch" / "sgd-seed0"),
-               ("psgld mean", work / table / "batch" / "psgld-seed0"),
-               ("psgld std", work / table / "batch" / "psgld-seed0"),
+    batch = work / table / "batch"
+    columns = [("clean", None), ("observation", None), ("sgd EMA", batch / "sgd-seed0"),
+               ("psgld mean", batch / "psgld-seed0"), ("psgld std", batch / "psgld-seed0"),
                (classical, work / table / "classical" / classical)]
-    shown = [name for name in images
-             if (work / table / "batch" / "psgld-seed0" / name / "std.npy").exists()]
+    shown = [name for name in images if (batch / "psgld-seed0" / name / "std.npy").exists()]
     if not shown:
         return
     figure, axes = plt.subplots(len(shown), len(columns), figsize=(2.2 * len(columns),
@@ -492,8 +515,8 @@ def report(args) -> None:
     results = {"benchmark": "the paper's inpainting and denoising tables through tfdip batch",
                "machine": machine(), "load_average_now": os.getloadavg(), "tables": {}}
     lines = ["# The paper's tables at CPU scale (`benchmarks/paper_tables.py`)", "",
-             "Every DIP row ran through `tfdip batch`; classical rows in-process on the same crops. "
-             "The protocol is in the script's docstring and below each table.", "",
+             "Every DIP row ran through `tfdip batch`; the classical rows in-process on the same "
+             "crops. The protocol is in the script's docstring and below each table.", "",
              f"Machine: {json.dumps(results['machine'])}", ""]
     figures = args.out / "figures"
     figures.mkdir(parents=True, exist_ok=True)

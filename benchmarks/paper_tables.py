@@ -201,7 +201,7 @@ def run_batch(table: str, method: str, seed: int, manifest: Path, out: Path, arg
     """``tfdip batch`` over the manifest for one (method, seed) in a subprocess; its record."""
     command = [sys.executable, "-m", "tfdip.cli", "batch", str(manifest), "--out", str(out),
                "--task", TABLES[table]["task"], "--method", method, "--seed", str(seed),
-               "--workers", str(args.workers), "--quiet"]
+               "--workers", str(args.workers)]
     if table == "denoising":
         command += ["--sigma", f"{SIGMA_255:g}"]
     if args.iterations:
@@ -499,7 +499,7 @@ def panels(table: str, work: Path, images, path: Path) -> None:
                     continue
                 picture = np.load(file)
             if picture.ndim == 2:
-                axis.imshow(picture, cmap="magma")
+                figure.colorbar(axis.imshow(picture, cmap="magma"), ax=axis, fraction=0.046)
             else:
                 picture = np.clip(picture, 0, 1)
                 axis.imshow(picture[:, :, 0] if picture.shape[2] == 1 else picture, cmap="gray",

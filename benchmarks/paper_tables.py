@@ -40,9 +40,13 @@ at ``nice 19`` beside another benchmark, load average 4-6): 0.34 s per step. On 
 the README's speed benchmark gives 67 ms for the full DIP step at 64x64 (221 ms at 128x128).
 Steps per image: sgd 3 x 1800 + psgld 3 x 3000 + paper 3000 = 17,400. Inpainting: 11 x 17,400 =
 191,400 steps = 3.6 h at 67 ms (denoising: 9 x 17,400 = 156,600 steps = 2.9 h), plus about 15 s
-per item for start-up and tracing (77 + 63 items: 0.6 h), plus a few minutes for the classical
-rows: about 7 hours for both tables on the idle machine, five times that beside another job of the
-same size. At 128x128 the DIP rows cost 3.3 times as much (about 21 hours), hence 64x64.
+per item for start-up and tracing (77 + 63 items: 0.6 h), plus the classical rows (measured
+on 64x64 crops beside another job: the fitted RBF GP of a colour denoising crop 60 s, CBM3D 5 s,
+biharmonic under 0.1 s; the fitted RBF GP of the 64x64 inpainting crop of ``gp_experiment.py``
+86-335 s): 0.5-1 h for inpainting, 0.3 h for denoising. In all about 4.5-5 hours for the
+inpainting table and 3.5 hours for the denoising table on the idle machine, about five times that
+beside another job of the same size (0.34 s per step). At 128x128 the DIP rows cost 3.3 times
+as much (about 21 hours for both), hence 64x64.
 
 Everything is resumable: the crops, masks and references are written once into the work folder
 (``--work``, default ``benchmarks/work/paper_tables``), each batch skips the items it finished (its
@@ -379,14 +383,18 @@ def table_markdown(table: str, protocol: dict, runs: dict, summary: dict, stages
     if table == "denoising":
         lines += ["The paper's averages over the 9 full-size images: " + ", ".join(
             f"{label} {value:.2f}" for label, value in PAPER_DENOISING_AVERAGES.items()) + ".", ""]
+    metrics = METRICS if table == "inpainting" else ("psnr", "ssim", "coverage_all", "seconds")
+    labels = {"psnr_kept": "PSNR kept", "psnr": "PSNR", "ssim": "SSIM",
+              "coverage_all": "coverage (all)", "coverage_missing": "coverage (missing)",
+              "seconds": "seconds"}
     lines += ["Averages of every score over the images with a value (mean of the per-image seed "
               "means; coverage = fraction of pixels within 2 posterior stds; seconds = wall time "
               "of one restoration):", "",
-              "| row | PSNR kept | PSNR | SSIM | coverage (all) | coverage (missing) | seconds |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| row | " + " | ".join(labels[m] for m in metrics) + " |",
+              "|---|" + "---:|" * len(metrics)]
     for row, stats_by_metric in summary.items():
         cells = []
-        for metric in METRICS:
+        for metric in metrics:
             stats = stats_by_metric.get(metric)
             pattern = "{:.3f}" if metric.startswith(("ssim", "coverage")) else (
                 "{:.1f}" if metric == "seconds" else "{:.2f}")
@@ -576,45 +584,55 @@ def protocol_of(table: str, args) -> dict:
     return protocol
 
 
-def run_table(table: str, args) -> None:
-    from tfdip.io import write_json
-
-    folder = args.work / table
-    protocol = protocol_of(table, args)
-    protocol_path = folder / "protocol.json"
-    if protocol_path.exists():
-        saved = json.loads(protocol_path.read_text())
-        if any(saved[key] != protocol[key] for key in ("crop", "channels", "budgets")):
-            raise SystemExit(f"paper_tables: error: {folder} holds runs with another protocol "
-                             f"({saved}); give another --work or the same --crop, --channels "
-                             f"and --iterations")
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(protocol_path, protocol)
+def check_request(table: str, args) -> tuple[list, list, dict]:
+    """(images, methods, protocol) of a run of ``table``; SystemExit with one line, before any
+    work, for an image or method that is not part of the table or a work folder that holds runs
+    under another protocol."""
     images = args.images or TABLES[table]["images"]
     unknown = sorted(set(images) - set(TABLES[table]["images"]))
     if unknown:
         raise SystemExit(f"paper_tables: error: {unknown[0]} is not an image of the {table} "
                          f"table ({', '.join(TABLES[table]['images'])})")
+    methods = args.methods or [*DIP_METHODS, *TABLES[table]["classical"]]
+    wrong = [m for m in methods if m not in (*DIP_METHODS, *TABLES[table]["classical"])]
+    if wrong:
+        raise SystemExit(f"paper_tables: error: method {wrong[0]} does not apply to the {table} "
+                         f"table")
+    protocol = protocol_of(table, args)
+    protocol_path = args.work / table / "protocol.json"
+    if protocol_path.exists():
+        saved = json.loads(protocol_path.read_text())
+        differ = [key for key in ("crop", "channels", "budgets") if saved[key] != protocol[key]]
+        if differ:
+            raise SystemExit(f"paper_tables: error: {protocol_path.parent} holds runs with another "
+                             f"{differ[0]} ({saved[differ[0]]}); give another --work or the same "
+                             f"--crop, --channels and --iterations")
+    return images, methods, protocol
+
+
+def run_table(table: str, images, methods, protocol: dict, args) -> None:
+    """Write the table's problems and run ``methods`` on ``images``; results after each method."""
+    from tfdip.io import write_json
+
+    folder = args.work / table
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "protocol.json", protocol)
     manifest = write_problems(table, images, args.crop, folder / "problems")
-    methods = args.methods or (*DIP_METHODS, *TABLES[table]["classical"])
     for method in methods:
-        if method in TABLES[table]["classical"]:
-            if method == "cbm3d" and not _has_bm3d():
-                print("cbm3d skipped: the bm3d package is not installed (pip install bm3d)")
-                continue
-            for name in images:
-                run_classical(table, method, name, folder / "problems",
-                              folder / "classical" / method)
-        elif method in DIP_METHODS:
+        if method in DIP_METHODS:
             for seed in (args.seeds if args.seeds is not None else SEEDS[method]):
                 stage = run_batch(table, method, seed, manifest,
                                   folder / "batch" / f"{method}-seed{seed}", args)
                 stages_path = folder / "stages.json"
                 stages = json.loads(stages_path.read_text()) if stages_path.exists() else []
                 write_json(stages_path, stages + [stage])
+        elif method == "cbm3d" and not _has_bm3d():
+            print("cbm3d skipped: the bm3d package is not installed (pip install bm3d)")
+            continue
         else:
-            raise SystemExit(f"paper_tables: error: method {method} does not apply to the "
-                             f"{table} table")
+            for name in images:
+                run_classical(table, method, name, folder / "problems",
+                              folder / "classical" / method)
         report(args)
 
 
@@ -648,8 +666,9 @@ def main(argv=None) -> None:
     if args.report_only:
         report(args)
         return
-    for table in args.table or list(TABLES):
-        run_table(table, args)
+    plans = {table: check_request(table, args) for table in args.table or list(TABLES)}
+    for table, (images, methods, protocol) in plans.items():
+        run_table(table, images, methods, protocol, args)
 
 
 if __name__ == "__main__":

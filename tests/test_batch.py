@@ -211,6 +211,8 @@ def test_local_batch_writes_every_item_and_a_summary_checked_against_numpy(local
         assert int(row["samples"]) == 10 and float(row["seconds"]) > 0
         report = json.loads((folder / "report.json").read_text())
         assert report["settings_hash"] and report["method"] == "paper"
+        last_psnr = 10 * np.log10(1 / np.mean((np.load(folder / "last.npy") - clean) ** 2))
+        assert report["psnr_last"] == pytest.approx(last_psnr, abs=1e-4)
         assert "chain 1/1 step 30/30" in (folder / "log.txt").read_text()
         assert not (folder / "checkpoints").exists()  # removed once finished
         psnrs.append(psnr)

@@ -2,10 +2,10 @@
 
 For every item the output folder ``DIR/<name>/`` receives ``restored.<ext>`` (the input's
 format for PNG, TIFF and ``.npy``, else PNG), ``std.png`` (colour-mapped) and ``std.npy`` (the
-posterior std, for the sampling methods), ``report.json`` (written last: its presence with the
-same settings hash marks the item finished), ``log.txt`` (the item's progress and errors) and,
-while it runs, ``checkpoints/`` (removed once the item is finished). ``DIR/summary.csv`` and
-``DIR/summary.md`` are rewritten after every item.
+posterior std, for the sampling methods), ``last.npy`` (the last iterate, float), ``report.json``
+(written last: its presence with the same settings hash marks the item finished), ``log.txt``
+(the item's progress and errors) and, while it runs, ``checkpoints/`` (removed once the item is
+finished). ``DIR/summary.csv`` and ``DIR/summary.md`` are rewritten after every item.
 
 An item runs as one job (all its chains in one worker), or, with several chains of an optimizer
 method, as one job per chain whose results are pooled here (:func:`tfdip.restoration.pool_chains`).
@@ -57,8 +57,8 @@ def item_paths(folder: Path, item) -> dict:
     suffix = Path(item.input).suffix.lower()
     extension = suffix if suffix in _KEPT_EXTENSIONS else ".png"
     return {"image": folder / f"restored{extension}", "std_png": folder / "std.png",
-            "std_npy": folder / "std.npy", "report": folder / REPORT, "log": folder / LOG,
-            "checkpoints": folder / CHECKPOINTS}
+            "std_npy": folder / "std.npy", "last_npy": folder / "last.npy",
+            "report": folder / REPORT, "log": folder / LOG, "checkpoints": folder / CHECKPOINTS}
 
 
 def finished_report(paths: dict, settings_hash: str) -> dict | None:
@@ -291,6 +291,7 @@ def _finalise(state) -> dict:
                   else pool_chains(state.results, item.recipe, seed=item.seed))
         write_restoration(result, problem.observed, paths["image"], std_png=paths["std_png"],
                           std_npy=paths["std_npy"])
+        io.write_image(paths["last_npy"], result.last)
         report = restoration_report(result, task=problem.physics.name, chains=item.chains,
                                     observation=problem.observed.pixels,
                                     reference=problem.reference)

@@ -67,17 +67,13 @@ def chain_diagnostics(samples, *, has_chain_axis: bool = True, max_pixels: int |
     if not varying.any():
         return _unmeasurable(summary, "every analysed pixel is constant across samples: the "
                                       "chain does not move (zero step size or saturated output)")
-    pixels = tf.constant(pixels[..., varying])
+    pixels = pixels[..., varying]
 
-    with _quiet_tf_warnings():  # TFP's FFT autocorrelation warns about its own complex cast
-        ess = tfp.mcmc.effective_sample_size(
-            pixels if num_chains > 1 else pixels[:, 0], filter_beyond_positive_pairs=True,
-            cross_chain_dims=1 if num_chains > 1 else None).numpy()
-    # Chains stuck at a value have no effective draws; Geyer truncation can dip below 0 on short runs.
-    ess = np.clip(np.where(np.isfinite(ess), ess, 0.0), 0.0, None)
+    ess = ess_per_pixel(pixels if num_chains > 1 else pixels[:, 0], has_chain_axis=num_chains > 1)
     rhat_max = None
     if num_chains > 1:
-        rhat = tfp.mcmc.potential_scale_reduction(pixels, independent_chain_ndims=1).numpy()
+        rhat = tfp.mcmc.potential_scale_reduction(tf.constant(pixels),
+                                                  independent_chain_ndims=1).numpy()
         rhat_max = float(np.max(np.where(np.isnan(rhat), np.inf, rhat)))
     ess_min, ess_median = float(np.min(ess)), float(np.median(ess))
     rhat_ok = rhat_max is None or rhat_max < RHAT_THRESHOLD
@@ -91,6 +87,22 @@ def chain_diagnostics(samples, *, has_chain_axis: bool = True, max_pixels: int |
         "mixed": bool(rhat_ok and ess_ok),
         "verdict": _verdict(rhat_max, ess_min, min_ess, num_samples * num_chains, num_chains),
     }
+
+
+def ess_per_pixel(samples, *, has_chain_axis: bool = False) -> np.ndarray:
+    """Effective sample size of every pixel: ``tfp.mcmc.effective_sample_size`` with Geyer's
+    initial positive sequence, pooled across chains (axis 1) with ``has_chain_axis``.
+
+    ``samples`` is ``(n, P)`` (one chain) or ``(n, chains, P)``; the result is ``(P,)``. Pixels
+    whose estimate is not finite (constant within a chain: no effective draws) get 0, and the
+    estimate is clipped at 0 (Geyer's truncation can dip below it on short runs).
+    """
+    samples = tf.constant(np.asarray(samples))
+    with _quiet_tf_warnings():  # TFP's FFT autocorrelation warns about its own complex cast
+        ess = tfp.mcmc.effective_sample_size(
+            samples, filter_beyond_positive_pairs=True,
+            cross_chain_dims=1 if has_chain_axis else None).numpy()
+    return np.clip(np.where(np.isfinite(ess), ess, 0.0), 0.0, None)
 
 
 def _unmeasurable(summary, verdict) -> dict:

@@ -6,7 +6,8 @@ import pytest
 
 from tfdip.errors import TfdipError
 from tfdip.inference.budget import (DRIFT_WINDOW, batch_means_mcse, detect_burn_in, drift_test,
-                                    mcse_rule_met, monte_carlo_error)
+                                    mcse_rule_met)
+from tfdip.inference.diagnostics import monte_carlo_error
 
 
 def ar1(num_steps, phi, seed, columns=None):

@@ -18,19 +18,14 @@ loss's autocorrelation time make the test see drift that is not there: then burn
 than it could (it errs late, not early). A steady drift cannot hide in the batch means' spread: a
 noise-free linear trend gives ``z = B sqrt(6 / (B + 1))`` (7.4 for B = 10).
 
-**Stopping: the Monte Carlo error of the posterior mean** (:func:`monte_carlo_error`). For each
+**Stopping: the Monte Carlo error of the posterior mean** (:func:`mcse_rule_met`). For each
 traced output pixel ``i`` of chain ``k`` (``n_k`` samples), the effective sample size
-``ESS_ki`` (Geyer's initial positive sequence, :func:`tfdip.inference.diagnostics.ess_per_pixel`)
-gives the Monte Carlo standard error of the chain's mean ``MCSE_ki = sd_ki / sqrt(ESS_ki)``; the
-pooled mean of K independent chains weighted by their sample counts ``n_k / N`` has
-``MCSE_i^2 = sum_k (n_k / N)^2 MCSE_ki^2``. Sampling stops when the median over traced pixels of
-``MCSE_i / sd_i`` (``sd_i``: the pixel's posterior std) is below ``threshold`` (0.1: the mean is
-known to a tenth of the posterior's own uncertainty, i.e. about 100 effective draws).
-
-In dB: with mean squared MC error ``e^2 = mean_i MCSE_i^2`` and posterior variance
-``s^2 = mean_i sd_i^2``, ``10 log10(1 / e^2)`` is the PSNR of the Monte Carlo mean against the
-exact posterior mean, and ``10 log10(1 + e^2 / s^2)`` is the PSNR it costs against the truth when
-the posterior std is the scale of the error (a calibrated posterior): 0.04 dB at a ratio of 0.1.
+``ESS_ki`` (Geyer's initial positive sequence) gives the Monte Carlo standard error of the
+chain's mean ``MCSE_ki = sd_ki / sqrt(ESS_ki)``, pooled over chains
+(:func:`tfdip.inference.diagnostics.monte_carlo_error`). Sampling stops when the median over
+traced pixels of ``MCSE_i / sd_i`` (``sd_i``: the pixel's posterior std) is below ``threshold``
+(0.1: the mean is known to a tenth of the posterior's own uncertainty, i.e. about 100 effective
+draws; it then costs about 0.04 dB of PSNR).
 """
 from __future__ import annotations
 
@@ -39,7 +34,7 @@ import dataclasses
 import numpy as np
 
 from tfdip.errors import TfdipError
-from tfdip.inference.diagnostics import ess_per_pixel
+from tfdip.inference.diagnostics import MonteCarloError
 
 #: Drift test defaults: window of per-step losses, batches per half window, z-score bound, and
 #: how many consecutive checks must find no drift.
@@ -127,85 +122,44 @@ def next_streak(streak: int, test: DriftTest) -> int:
     return streak + 1 if test.stationary else 0
 
 
-@dataclasses.dataclass(frozen=True)
-class MonteCarloError:
-    """Monte Carlo error of a (pooled) posterior mean at the traced pixels.
-
-    Attributes:
-        mcse: (P,) Monte Carlo standard error of the pooled mean per traced pixel.
-        std: (P,) posterior std per traced pixel (population std of the pooled traces).
-        ess: (P,) effective sample size of the pooled mean, ``(std / mcse)^2``.
-    """
-
-    mcse: np.ndarray
-    std: np.ndarray
-    ess: np.ndarray
-
-    @property
-    def ratio(self) -> np.ndarray:
-        """(P,) ``MCSE / posterior std`` per traced pixel (inf where the std is 0 but not the
-        MCSE, 0 where both are)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.std > 0, self.mcse / np.where(self.std > 0, self.std, 1.0),
-                            np.where(self.mcse > 0, np.inf, 0.0))
-
-    @property
-    def median_ratio(self) -> float:
-        return float(np.median(self.ratio))
-
-    @property
-    def psnr_db(self) -> float:
-        """PSNR of the Monte Carlo mean against the exact posterior mean, ``10 log10(1 / e^2)``."""
-        error = float(np.mean(self.mcse**2))
-        return float("inf") if error == 0 else float(10 * np.log10(1.0 / error))
-
-    @property
-    def cost_db(self) -> float:
-        """PSNR lost to the Monte Carlo error when the posterior std is the error's scale,
-        ``10 log10(1 + e^2 / s^2)``."""
-        variance = float(np.mean(self.std**2))
-        if variance == 0:
-            return 0.0
-        return float(10 * np.log10(1.0 + float(np.mean(self.mcse**2)) / variance))
-
-    def least_settled(self, count: int = 3) -> np.ndarray:
-        """Indices (into the traced pixels) of the ``count`` largest ratios, largest first."""
-        return np.argsort(-self.ratio, kind="stable")[:count]
-
-
-def monte_carlo_error(traces, counts=None) -> MonteCarloError:
-    """The Monte Carlo error of the pooled posterior mean from the chains' traces.
-
-    Args:
-        traces: one ``(n_k, P)`` array per chain (the same P traced pixels, any lengths
-            ``n_k >= 4``), oldest sample first.
-        counts: the number of samples each chain's mean holds (its weight ``n_k / N`` in the
-            pooled mean); default the traces' lengths. A trace may be a thinned subset of its
-            chain's samples: its ESS then underestimates theirs, so the MCSE errs on the safe side.
-    """
-    traces = [np.asarray(trace, np.float64) for trace in traces]
-    if not traces or any(t.ndim != 2 or t.shape[1] != traces[0].shape[1] or t.shape[0] < 4
-                         for t in traces):
-        raise TfdipError(f"monte_carlo_error needs one (n, P) trace per chain with n >= 4 and one "
-                         f"P, got shapes {[t.shape for t in traces]}")
-    counts = np.asarray([t.shape[0] for t in traces] if counts is None else counts, np.float64)
-    weights = counts / counts.sum()
-    variance = np.zeros(traces[0].shape[1])
-    for weight, trace in zip(weights, traces):
-        ess = ess_per_pixel(trace)
-        sd = trace.std(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            chain_variance = np.where(sd > 0, sd**2 / ess, 0.0)
-        variance += weight**2 * np.where(np.isfinite(chain_variance), chain_variance, np.inf)
-    pooled = np.concatenate(traces, axis=0)
-    std = pooled.std(axis=0)
-    mcse = np.sqrt(variance)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ess = np.where(mcse > 0, (std / mcse)**2, np.inf)
-    return MonteCarloError(mcse=mcse, std=std, ess=ess)
-
-
 def mcse_rule_met(error: MonteCarloError, threshold: float = MCSE_THRESHOLD) -> bool:
     """The stopping rule: median over traced pixels of ``MCSE / posterior std`` below
     ``threshold``."""
     return bool(error.median_ratio < threshold)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetRules:
+    """The settings of an automatic budget (``iterations="auto"``).
+
+    Attributes:
+        check_every: steps between checks (the run's log interval); a decision is taken only at
+            its multiples, so the host reads nothing back in between.
+        window, num_batches, z_max, confirmations: the burn-in drift test (module docstring).
+        threshold: the stopping rule's bound on the median of MCSE / posterior std.
+        min_rows: trace rows per chain before the stopping rule is applied.
+    """
+
+    check_every: int = 100
+    window: int = DRIFT_WINDOW
+    num_batches: int = DRIFT_BATCHES
+    z_max: float = DRIFT_Z
+    confirmations: int = DRIFT_CONFIRMATIONS
+    threshold: float = MCSE_THRESHOLD
+    min_rows: int = MIN_TRACE_ROWS
+
+    def __post_init__(self):
+        for name in ("check_every", "confirmations", "min_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TfdipError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.num_batches, int) or self.num_batches < 2:
+            raise TfdipError(f"num_batches must be a whole number >= 2, got {self.num_batches!r}")
+        if not isinstance(self.window, int) or self.window < 4 * self.num_batches:
+            raise TfdipError(f"the drift window must hold at least 4 x num_batches = "
+                             f"{4 * self.num_batches} steps, got {self.window!r}")
+        if not self.z_max > 0 or not self.threshold > 0:
+            raise TfdipError(f"z_max and threshold must be > 0, got {self.z_max!r} and "
+                             f"{self.threshold!r}")
+        if self.min_rows < 4:
+            raise TfdipError(f"min_rows must be at least 4, got {self.min_rows}")

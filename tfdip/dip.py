@@ -49,6 +49,7 @@ from tfdip.errors import TfdipError
 from tfdip.export import export_dip
 from tfdip.inference.budget import DRIFT_WINDOW
 from tfdip.inference.moments import RunningMoments
+from tfdip.inference.wmv import PATIENCE, WINDOW, WindowedVarianceTracker
 from tfdip.metrics import tf_psnr
 from tfdip.seeds import chain_seeds
 
@@ -94,6 +95,8 @@ class DeepImagePrior(keras.Model):
         max_samples: capacity of the trace in rows (beyond it the trace thins itself, see the
             module docstring; every sample still enters the moments).
         drift_window: steps of loss kept for the burn-in test (``burn_in="auto"``).
+        early_stop: ``"wmv"`` tracks ES-WMV (:mod:`tfdip.inference.wmv`) with ``wmv_window`` and
+            ``wmv_patience`` over the outputs (``self.wmv``); None (default) does not.
         seed, chain: the run's seed and this chain's index; z, the jitter and the traced pixel
             subset come from their streams in :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``.
 
@@ -109,7 +112,7 @@ class DeepImagePrior(keras.Model):
                  input_noise_std=0.0, likelihood="mse", likelihood_sigma=None, ema_decay=0.99,
                  rollback_db=5.0, reference=None, burn_in=None, thin=1, trace_pixels=256,
                  max_samples=512, seed=0, chain=0, noise_prior=None, drift_window=DRIFT_WINDOW,
-                 **kwargs):
+                 early_stop=None, wmv_window=WINDOW, wmv_patience=PATIENCE, **kwargs):
         super().__init__(**kwargs)
         if likelihood not in LIKELIHOODS:
             raise TfdipError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
@@ -124,6 +127,8 @@ class DeepImagePrior(keras.Model):
             raise TfdipError(f"burn_in must be a number of steps, 'auto' or None, got {burn_in!r}")
         if burn_in is not None and burn_in != "auto" and burn_in < 0:
             raise TfdipError(f"burn_in must be >= 0, got {burn_in}")
+        if early_stop not in (None, "wmv"):
+            raise TfdipError(f"early_stop must be None or 'wmv', got {early_stop!r}")
         if max_samples < 1:
             raise TfdipError(f"max_samples must be at least 1, got {max_samples}")
         if likelihood == "gaussian":
@@ -187,6 +192,8 @@ class DeepImagePrior(keras.Model):
         self.stop_step = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="stop_step")
         self.stop_reason = tf.Variable(tf.constant(0, tf.int64), trainable=False,
                                        name="stop_reason")
+        self.wmv = None if early_stop is None else WindowedVarianceTracker(
+            (height, width, channels), wmv_window, wmv_patience, dtype=dtype)
         self.shadow = [tf.Variable(w, trainable=False, name="shadow")
                        for w in generator.trainable_variables]
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -254,8 +261,7 @@ class DeepImagePrior(keras.Model):
             self.ema.assign(decay * self.ema + (1.0 - decay) * x_safe)
         if self.burn_in is not None:
             self._collect(x_hat[0], good)
-        if self.burn_in == "auto":
-            self._record_loss(loss, good)
+        self._track_budget(loss, x_safe, good)
         if self.noise_prior is not None:
             self._sample_noise_variance(x_hat, good)
         self.step.assign_add(1)
@@ -285,6 +291,13 @@ class DeepImagePrior(keras.Model):
         draw = self.noise_prior.sample(sse, self.num_observed, key)
         self.noise_variance.assign(tf.where(good, tf.cast(draw, self.noise_variance.dtype),
                                             self.noise_variance))
+
+    def _track_budget(self, loss, x, good):
+        """State of the automatic budget (the loss window) and of ES-WMV (the iterate window)."""
+        if self.burn_in == "auto":
+            self._record_loss(loss, good)
+        if self.wmv is not None:
+            self.wmv.update(x[0])
 
     def _record_loss(self, loss, good):
         """Keep step t's loss in slot ``t mod drift_window`` of ``loss_window`` (the last good
@@ -431,4 +444,5 @@ class DeepImagePrior(keras.Model):
             shadow=list(self.shadow), noise_variance=self.noise_variance,
             trace_stride=self.trace_stride, sampling_start=self.sampling_start,
             loss_window=self.loss_window, drift_streak=self.drift_streak,
-            stop_step=self.stop_step, stop_reason=self.stop_reason)
+            stop_step=self.stop_step, stop_reason=self.stop_reason,
+            **({} if self.wmv is None else {"wmv": self.wmv}))

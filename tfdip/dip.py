@@ -27,7 +27,9 @@ One training step (inside ``tf.function``), at step t with weights w_t:
    values at a fixed random subset of pixels go to ``trace`` (for effective sample size, R-hat and
    the Monte Carlo error). The trace holds every ``trace_stride``-th sample: when it is full,
    every other row is dropped and the stride doubles, so a run of unknown length keeps an evenly
-   thinned record of all its samples in a fixed memory.
+   thinned record of all its samples in a fixed memory;
+7. with ``early_stop="wmv"``, the output enters ES-WMV's window (:mod:`tfdip.inference.wmv`),
+   which keeps the output of smallest windowed variance.
 
 All state (z, weights, optimizer moments, RNG states, EMA, moments, traced pixels and their
 values, step counter, and the automatic budget's decisions: start of sampling, recent losses,

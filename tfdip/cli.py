@@ -120,6 +120,11 @@ def _add_restoration_options(parser):
                         help="sgd only: stop by ES-WMV (Wang et al. 2023: the smallest windowed "
                              "variance of the iterates, window 100, patience 1000) and keep that "
                              "iterate; --iterations is then the cap (default 5000)")
+    parser.add_argument("--schedule", choices=("constant", "cyclical", "decay"),
+                        default="constant",
+                        help="sgld / psgld step size: constant (default), cyclical (cSGLD cosine "
+                             "cycles of 500 steps from 2x --lr to 0) or decay (from 4x --lr at "
+                             "step 0 to --lr at step 3000, smaller after)")
     parser.add_argument("--max-iterations", type=_positive_int,
                         help="--iterations auto: the most steps per chain (default 10000); a run "
                              "that reaches it says so")
@@ -334,7 +339,8 @@ def _run_restore(restore, problem, args, callbacks):
     phys = problem.physics
     recipe = make_recipe(args.method, phys.name, iterations=args.iterations, learning_rate=args.lr,
                          burn_in=args.burn_in, thin=args.thin, sigma=phys.sigma,
-                         max_iterations=args.max_iterations, stop=args.stop)
+                         max_iterations=args.max_iterations, stop=args.stop,
+                         schedule=args.schedule)
     iterations = "auto" if recipe.is_auto else recipe.iterations
     args.iterations = recipe.iterations   # the progress bar's total: the cap of an auto budget
     return restore(problem.observed.pixels, phys, method=args.method, iterations=iterations,
@@ -343,7 +349,7 @@ def _run_restore(restore, problem, args, callbacks):
                    reference=problem.reference, seed=args.seed, burn_in=args.burn_in,
                    thin=args.thin, chains=args.chains, callbacks=callbacks,
                    checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                   resume=args.resume, stop=args.stop)
+                   resume=args.resume, stop=args.stop, schedule=args.schedule)
 
 
 def _net_options(channels: int) -> dict:

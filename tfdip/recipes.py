@@ -30,6 +30,7 @@ from tfdip.errors import TfdipError
 from tfdip.inference.budget import BudgetRules
 from tfdip.inference.noise import NoiseVariancePrior
 from tfdip.inference.optimizers import PSGLD, SGLD, NoisyAdam
+from tfdip.inference.schedules import CyclicalStepSize, LangevinDecay
 
 OPTIMIZER_METHODS = ("sgd", "paper", "sgld", "psgld")
 MCMC_METHODS = ("mala", "ula")
@@ -51,6 +52,13 @@ AUTO_THIN = 10
 #: Early-stopping rules of the ``sgd`` method, and the cap of a run stopped by ES-WMV.
 STOP_RULES = ("wmv",)
 WMV_MAX_ITERATIONS = 5000
+#: Step-size schedules of sgld / psgld around the step size lr: ``constant``; ``cyclical``
+#: (cSGLD's cosine cycles of CYCLE_STEPS steps from 2 lr down to 0: mean step lr); ``decay``
+#: (Welling & Teh's eps_t = a (b + t)^-0.55 from DECAY_START x lr at step 0 to lr at DECAY_STEPS,
+#: smaller after).
+SCHEDULES = ("constant", "cyclical", "decay")
+CYCLE_STEPS = 500
+DECAY_START, DECAY_STEPS = 4.0, 3000
 # Noise level of the Gaussian likelihood for noise-free tasks (inpainting, super-resolution), and
 # the starting value of a sampled noise level.
 NOISE_FREE_SIGMA = 0.01
@@ -74,6 +82,7 @@ class Recipe:
     noise: str = "fixed"
     budget: BudgetRules | None = None
     stop: str | None = None
+    schedule: str = "constant"
 
     @property
     def is_bayesian(self) -> bool:
@@ -89,6 +98,15 @@ class Recipe:
         """The prior of a sampled likelihood noise level (Jeffreys'), or None when it is fixed."""
         return NoiseVariancePrior() if self.noise == "sampled" else None
 
+    def step_size(self):
+        """The Langevin step size: ``learning_rate``, or its schedule (see ``SCHEDULES``)."""
+        if self.schedule == "cyclical":
+            return CyclicalStepSize(peak=2.0 * self.learning_rate, cycle=CYCLE_STEPS)
+        if self.schedule == "decay":
+            return LangevinDecay.from_endpoints(DECAY_START * self.learning_rate,
+                                                self.learning_rate, DECAY_STEPS)
+        return self.learning_rate
+
     def optimizer(self, seed: int = 0):
         """A fresh Keras 3 optimizer for this recipe."""
         if self.method == "sgd":
@@ -98,15 +116,15 @@ class Recipe:
             return NoisyAdam(learning_rate=self.learning_rate, weight_decay=5e-8, noise_scale=2.0,
                              seed=seed)
         if self.method == "sgld":
-            return SGLD(learning_rate=self.learning_rate, prior_sigma=1.0, seed=seed)
+            return SGLD(learning_rate=self.step_size(), prior_sigma=1.0, seed=seed)
         if self.method == "psgld":
-            return PSGLD(learning_rate=self.learning_rate, prior_sigma=1.0, seed=seed)
+            return PSGLD(learning_rate=self.step_size(), prior_sigma=1.0, seed=seed)
         raise TfdipError(f"method {self.method!r} is not an optimizer method")
 
 
 def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, burn_in=None,
                 thin=None, sigma=None, input_noise_std=None, noise="fixed", max_iterations=None,
-                budget=None, stop=None) -> Recipe:
+                budget=None, stop=None, schedule="constant") -> Recipe:
     """The recipe for ``method`` on ``task`` with the defaults above, overridden where given.
 
     ``sigma`` is the observation noise std (for the Gaussian likelihood of the Langevin methods);
@@ -118,7 +136,8 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
     is ``max_iterations`` (default ``DEFAULT_MAX_ITERATIONS``) and whose rules are ``budget`` (a
     :class:`tfdip.inference.budget.BudgetRules`; default its defaults). Options that do not apply
     (a burn-in with ``"auto"``, a cap or rules without it) are refused. ``stop="wmv"`` is the
-    ``sgd`` method's ES-WMV early stop (module docstring).
+    ``sgd`` method's ES-WMV early stop (module docstring). ``schedule`` (``sgld``, ``psgld``) is
+    one of ``SCHEDULES``.
     """
     if method not in METHODS:
         raise TfdipError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -129,6 +148,11 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
                          f"methods stop by their budget; sgd stops by {', '.join(STOP_RULES)}"
                          if method != "sgd" else f"unknown stopping rule {stop!r}; use "
                          f"{', '.join(STOP_RULES)}")
+    if schedule not in SCHEDULES:
+        raise TfdipError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if schedule != "constant" and method not in ("sgld", "psgld"):
+        raise TfdipError(f"a {schedule} step-size schedule applies to the Langevin optimizers "
+                         f"(sgld, psgld), not to {method}")
     if iterations is None:
         iterations = WMV_MAX_ITERATIONS if stop else DEFAULT_ITERATIONS[method]
     auto = isinstance(iterations, str) and iterations == "auto"
@@ -174,7 +198,7 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
         likelihood="gaussian" if langevin else "mse", likelihood_sigma=likelihood_sigma,
         input_noise_std=float(input_noise_std), ema_decay=0.99,
         rollback_db=None if langevin else 5.0, burn_in=burn_in, thin=thin,
-        noise=noise, budget=budget, stop=stop)
+        noise=noise, budget=budget, stop=stop, schedule=schedule)
 
 
 def _whole_steps(name, value) -> int:

@@ -59,7 +59,7 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
             chains=1, input_noise_std=None, log_every=None, callbacks=None, verbose=0,
             checkpoint_dir=None, checkpoint_every=None, resume=False,
             check_resources=True, noise="fixed", max_iterations=None,
-            budget=None, stop=None) -> Restoration:
+            budget=None, stop=None, schedule="constant") -> Restoration:
     """Restore ``observation`` (h, w, C) degraded by ``physics`` with ``method``.
 
     ``chains`` independent chains (chain ``k`` as :func:`restore_chain` runs it alone) are
@@ -88,6 +88,9 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     ``stop="wmv"`` (``sgd`` only) stops by ES-WMV (:mod:`tfdip.inference.wmv`, Wang et al. 2023)
     and returns the iterate of smallest windowed variance (``early_stop`` records its step).
 
+    ``schedule`` (``sgld``, ``psgld``): ``"constant"`` step size (default), ``"cyclical"``
+    (cSGLD's cosine cycles) or ``"decay"`` (a decreasing step), see :mod:`tfdip.recipes`.
+
     ``noise="sampled"`` (``sgld`` and ``psgld`` only) samples the likelihood's noise level with the
     weights instead of fixing it (:mod:`tfdip.inference.noise`).
 
@@ -100,7 +103,8 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     recipe = make_recipe(method, physics.name, iterations=iterations, learning_rate=learning_rate,
                          burn_in=burn_in, thin=thin, sigma=physics.sigma,
                          input_noise_std=input_noise_std, noise=noise,
-                         max_iterations=max_iterations, budget=budget, stop=stop)
+                         max_iterations=max_iterations, budget=budget, stop=stop,
+                         schedule=schedule)
     if chains > 1 and not recipe.is_bayesian:
         raise TfdipError(f"several chains need a sampling method (paper, sgld, psgld, mala, ula), "
                          f"not {method}")

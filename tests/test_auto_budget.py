@@ -4,6 +4,8 @@ The decisions of a run are checked against independent computations on what the 
 drift test on the Gaussian negative log-likelihood recomputed in NumPy from every step's output,
 the Monte Carlo error of the collected samples, and the self-thinning trace against every sample.
 """
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from tfdip.errors import TfdipError, TfdipWarning
 from tfdip.inference.budget import BudgetRules, detect_burn_in
 from tfdip.inference.diagnostics import monte_carlo_error
+from tfdip.outputs import restoration_report
 from tfdip.physics import Denoising
 from tfdip.recipes import DEFAULT_MAX_ITERATIONS, make_recipe
 from tfdip.chains import build_generator
@@ -68,6 +71,11 @@ def test_auto_run_starts_sampling_after_the_drift_and_stops_by_the_rule():
     assert monte_carlo_error([flat[:-10]]).median_ratio >= RULES.threshold or len(flat) - 10 < 10
     assert result.diagnostics["mc_error_ratio"] == pytest.approx(
         monte_carlo_error([flat]).median_ratio, rel=1e-6)
+    report = json.loads(json.dumps(restoration_report(result, task="denoising", chains=1,
+                                                      observation=noisy)))
+    assert report["budget"]["chains"][0] == dict(chain, chain=0, steps=result.iterations)
+    assert report["iterations"] == result.iterations
+    assert report["mc_error_cost_db"] == pytest.approx(monte_carlo_error([flat]).cost_db)
 
 
 def test_interrupted_auto_run_resumes_to_the_same_decisions_and_result(tmp_path):

@@ -99,8 +99,9 @@ class DeepImagePrior(keras.Model):
         drift_window: steps of loss kept for the burn-in test (``burn_in="auto"``).
         early_stop: ``"wmv"`` tracks ES-WMV (:mod:`tfdip.inference.wmv`) with ``wmv_window`` and
             ``wmv_patience`` over the outputs (``self.wmv``); None (default) does not.
-        seed, chain: the run's seed and this chain's index; z, the jitter and the traced pixel
-            subset come from their streams in :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``.
+        seed, chain: the run's seed and this chain's index; z and the jitter come from their
+            streams in :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``, the traced pixel subset
+            from chain 0's (the same pixels in every chain).
 
         noise_prior: a :class:`tfdip.inference.noise.NoiseVariancePrior` to sample the Gaussian
             likelihood's noise variance (it starts at ``likelihood_sigma^2``); None keeps it fixed.

@@ -102,6 +102,8 @@ def run(name: str, index: int, row: str, size: int) -> dict:
         return record
     method, options, sigma = ROWS[row]
     physics = Inpainting(mask, sigma=sigma or 0.0)
+    if method == "psgld":  # the ablation's protocol: 3000 steps, not the automatic budget
+        options = {"iterations": 3000, **options}
     result = tfdip.restore(observation, physics, method=method, seed=0, **options)
     record = scores(clean, observation, mask, result.image, result.std)
     if result.ema is not None and method != "sgd":

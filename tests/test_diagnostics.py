@@ -27,7 +27,10 @@ def test_iid_draws_have_full_ess_and_unit_rhat():
     assert 0.85 * 4 * n < result["ess_median"] < 1.15 * 4 * n
     assert result["ess_min"] > 0.7 * 4 * n
     assert 1.0 - 1e-3 < result["rhat_max"] < 1.01
-    assert result["mixed"] and result["verdict"].startswith("mixed")
+    assert result["mixed"] and result["verdict"].startswith("Monte Carlo error of the mean 0.0")
+    # iid: MCSE / std = 1 / sqrt(n chains) per pixel
+    assert result["mc_error_ratio"] == pytest.approx(1 / np.sqrt(4 * n), rel=0.1)
+    assert "4 chains agree" in result["verdict"] and "warning" not in result["verdict"]
 
 
 @pytest.mark.parametrize("phi", [0.5, 0.8])
@@ -38,7 +41,9 @@ def test_ar1_chain_ess_matches_theory(phi):
     expected = n * (1 - phi) / (1 + phi)
     assert result["rhat_max"] is None and result["num_chains"] == 1
     assert abs(result["ess_median"] / expected - 1) < 0.1
-    assert "R-hat needs 2+ chains" in result["verdict"]
+    # MCSE / std = 1 / sqrt(ESS) with ESS = n (1 - phi) / (1 + phi); small, so no warning
+    assert result["mc_error_ratio"] == pytest.approx(1 / np.sqrt(expected), rel=0.1)
+    assert result["mixed"] and not result["verdict"].startswith("warning")
 
 
 def test_chains_with_different_means_are_not_mixed():
@@ -47,15 +52,39 @@ def test_chains_with_different_means_are_not_mixed():
     result = chain_diagnostics(samples)
     assert result["rhat_max"] > 1.5
     assert not result["mixed"]
-    assert result["verdict"].startswith("not yet mixed: R-hat")
+    assert result["verdict"].startswith("warning: the 3 chains disagree (R-hat")
     assert "run longer or add chains" in result["verdict"]
 
 
-def test_few_effective_samples_are_not_mixed():
-    samples = _ar1(200, (2, 10), 0.99, seed=3)
-    result = chain_diagnostics(samples, min_ess=100)
-    assert result["ess_min"] < 100 and not result["mixed"]
-    assert "min ESS" in result["verdict"]
+def test_few_effective_samples_warn_with_the_error_they_cost_and_name_the_worst_pixels():
+    samples = _ar1(200, (4, 5, 1), 0.99, seed=3)
+    samples[:, 2, 3, 0] = np.linspace(-2, 2, 200)  # a pixel still drifting: the least settled
+    result = chain_diagnostics(samples, has_chain_axis=False, min_ess=100)
+    assert result["ess_min"] < 100 and not result["ess_ok"] and not result["mixed"]
+    assert result["mc_error_ratio"] > 0.3
+    assert result["verdict"].startswith("warning: the posterior mean is still noisy")
+    assert result["least_settled"][0]["pixel"] == [2, 3, 0]
+    assert "(2, 3, 0) at" in result["verdict"]
+    cost = 10 * np.log10(1 + result["mc_error_ratio"]**2)  # equal ratios: the cost's form
+    assert 0.3 * cost < result["mc_error_cost_db"] < 3 * cost
+
+
+def test_moderate_error_is_reported_without_a_warning():
+    samples = _ar1(800, (30,), 0.9, seed=5)  # ESS ~ 800 x 0.1 / 1.9 = 42: ratio ~ 0.15
+    result = chain_diagnostics(samples, has_chain_axis=False)
+    assert 0.1 < result["mc_error_ratio"] < 0.3 and result["mixed"]
+    assert not result["verdict"].startswith("warning") and "least settled" in result["verdict"]
+
+
+def test_chains_of_different_lengths_pool_their_whole_traces():
+    short, long = _ar1(300, (40,), 0.5, seed=6), _ar1(900, (40,), 0.5, seed=7)
+    result = chain_diagnostics([short, long], pixel_index=np.arange(40) + 100,
+                               image_shape=(10, 20, 1))
+    assert result["num_samples"] == 300 and result["num_chains"] == 2
+    # pooled MCSE / std = 1 / sqrt(ESS of all 1200 draws) = sqrt(3 / 1200)
+    assert result["mc_error_ratio"] == pytest.approx(np.sqrt(3 / 1200), rel=0.15)
+    row, col, channel = result["least_settled"][0]["pixel"]
+    assert 100 <= row * 20 + col < 140 and channel == 0
 
 
 def test_pixel_subset_is_seeded_and_constant_pixels_are_ignored():

@@ -19,6 +19,11 @@ from tfdip.dip import DeepImagePrior
 from tfdip.recipes import OPTIMIZER_METHODS
 from tfdip.resources import check_memory
 from tfdip.seeds import chain_seeds
+from tfdip.stopping import AutoBudget, WmvStop, budget_record, wmv_record
+
+#: Trace rows of a chain whose length is not known in advance (``iterations="auto"``): the trace
+#: thins itself when full (:class:`tfdip.dip.DeepImagePrior`).
+AUTO_TRACE_ROWS = 1024
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -87,7 +92,8 @@ def make_dip(observation, physics, recipe, *, net="skip", net_options=None, refe
         likelihood_sigma=recipe.likelihood_sigma, ema_decay=recipe.ema_decay,
         rollback_db=recipe.rollback_db, reference=reference, burn_in=recipe.burn_in,
         thin=recipe.thin, max_samples=expected_samples(recipe), seed=seed, chain=chain,
-        noise_prior=recipe.noise_prior)
+        noise_prior=recipe.noise_prior, early_stop=recipe.stop,
+        **({"drift_window": recipe.budget.window} if recipe.is_auto else {}))
     if check_resources:
         check_memory(generator, dip.z.shape, dip.image_shape)
     if recipe.method in OPTIMIZER_METHODS:
@@ -96,9 +102,12 @@ def make_dip(observation, physics, recipe, *, net="skip", net_options=None, refe
 
 
 def expected_samples(recipe) -> int:
-    """Posterior samples a full run of ``recipe`` collects (1 for a non-sampling recipe)."""
+    """Posterior samples a full run of ``recipe`` collects (1 for a non-sampling recipe), or the
+    trace rows of an automatic budget's run."""
     if recipe.burn_in is None:
         return 1
+    if recipe.is_auto:
+        return AUTO_TRACE_ROWS
     return (recipe.iterations - recipe.burn_in + recipe.thin - 1) // recipe.thin
 
 
@@ -112,13 +121,19 @@ class ChainResult:
         chain: the chain's index ``k`` (its randomness is a function of the run's seed and k).
         count, mean, m2: the chain's posterior moments (Welford): number of samples, their mean
             and sum of squared deviations, (H, W, C) float32 (0 and zeros without sampling).
-        trace: (n, P) values of the P traced output entries in each of the chain's first
-            n = min(count, trace capacity) samples, for ESS / R-hat.
+        trace: (n, P) values of the P traced output entries in the chain's samples 0, s, 2s, ...
+            (s = 1 until the trace filled up and thinned itself), for ESS / R-hat.
         last: (H, W, C) the output at the final weights; ema: (H, W, C) output moving average,
             or None when the recipe keeps none.
         history: the chain's Keras ``History.history`` of the steps run in this process.
         seconds: wall time of the chain in this process; seconds_per_iteration: per step,
             without the first (tracing) step; rollbacks: steps rolled back to the last good weights.
+        steps: the steps the chain has run (its step counter).
+        trace_index: (P,) flat indices in the (H, W, C) image of the traced entries.
+        budget: with ``iterations="auto"``, what :func:`tfdip.stopping.budget_record` says
+            (burn-in end, stop step and reason); else None.
+        early_stop, early_stop_image: with ES-WMV, :func:`tfdip.stopping.wmv_record` and the
+            (H, W, C) iterate it keeps; else None.
     """
 
     chain: int
@@ -132,6 +147,11 @@ class ChainResult:
     seconds: float
     seconds_per_iteration: float
     rollbacks: int
+    steps: int = 0
+    trace_index: np.ndarray | None = None
+    budget: dict | None = None
+    early_stop: dict | None = None
+    early_stop_image: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -150,18 +170,23 @@ class ChainRun:
         count = int(dip.moments.count.numpy())
         return ChainResult(
             chain=dip.chain, count=count, mean=dip.moments.mean.numpy(),
-            m2=dip.moments.m2.numpy(), trace=dip.trace.numpy()[:min(count, int(dip.trace.shape[0]))],
+            m2=dip.moments.m2.numpy(), trace=dip.traced_samples(),
             last=dip.restored("last"),
             ema=dip.restored("ema") if dip.ema_decay is not None else None,
             history=self.history, seconds=self.seconds,
             seconds_per_iteration=self.timer.seconds_per_step,
-            rollbacks=int(dip.rollbacks.numpy()))
+            rollbacks=int(dip.rollbacks.numpy()), steps=int(dip.step.numpy()),
+            trace_index=dip.trace_index.numpy(),
+            budget=budget_record(dip) if dip.burn_in == "auto" else None,
+            early_stop=None if dip.wmv is None else wmv_record(dip),
+            early_stop_image=None if dip.wmv is None else dip.wmv.best.numpy())
 
 
 def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_options=None,
               reference=None, callbacks=(), log_every=None, checkpoints=None,
               checkpoint_every=None, check_resources=True, verbose=0) -> ChainRun:
-    """Run chain ``chain`` of the run seeded with ``seed`` to ``recipe.iterations`` steps.
+    """Run chain ``chain`` of the run seeded with ``seed`` to ``recipe.iterations`` steps, or with
+    an automatic budget until :class:`tfdip.stopping.AutoBudget` stops it (at most that many).
 
     With ``checkpoints`` (an opened :class:`tfdip.checkpoints.RunCheckpoints`) the chain first
     loads its newest checkpoint, if any, and then saves every ``checkpoint_every`` steps and at
@@ -172,6 +197,12 @@ def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_
                    reference=reference, seed=seed, chain=chain, check_resources=check_resources)
     timer = StepTimer()
     extra = [timer, *callbacks]
+    if recipe.is_auto:  # before the checkpoints: a step's decision is saved with its state
+        extra.append(AutoBudget(recipe.budget, recipe.iterations))
+        log_every = log_every or recipe.budget.check_every
+    if recipe.stop == "wmv":
+        log_every = log_every or min(recipe.iterations, 100)
+        extra.append(WmvStop(log_every))
     if checkpoints is not None:
         store = checkpoints.chain(chain)
         dip._build_optimizer()
@@ -179,7 +210,8 @@ def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_
         extra.append(CheckpointEvery(store.folder, checkpoint_every))
     remaining = recipe.iterations - int(dip.step.numpy())
     history = {}
-    if remaining > 0:
+    finished = int(dip.stop_reason.numpy()) or (dip.wmv is not None and bool(dip.wmv.done.numpy()))
+    if remaining > 0 and not finished:
         history = dip.fit(remaining, log_every=log_every, callbacks=extra, verbose=verbose).history
     return ChainRun(model=dip, history=history, timer=timer,
                     seconds=time.perf_counter() - start)

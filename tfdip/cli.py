@@ -82,13 +82,22 @@ _positive_int = _whole_number_at_least(1)
 _nonnegative_int = _whole_number_at_least(0)
 
 
+def _iterations(text):
+    """An argparse type: ``auto`` or a whole number of steps >= 1."""
+    return "auto" if text == "auto" else _positive_int(text)
+
+
 def _add_method_options(parser):
     """How to restore: the method, its schedule, the net and the seed (single image and batch)."""
     parser.add_argument("--method", choices=METHODS, default="psgld",
                         help="psgld (default): preconditioned Langevin on the weights, posterior "
                              "mean and std; sgd: the DIP baseline (early stopping); paper: the "
                              "GP-DIP authors' recipe; sgld: plain Langevin; mala/ula: TFP MCMC")
-    parser.add_argument("--iterations", type=_positive_int, help="training steps (method default)")
+    parser.add_argument("--iterations", type=_iterations,
+                        help="training steps, or 'auto' (the default of sgld and psgld; also for "
+                             "paper): burn-in ends when the loss stops drifting and sampling stops "
+                             "when the Monte Carlo error of the posterior mean is below 0.1 of "
+                             "the posterior std (method default otherwise)")
     parser.add_argument("--lr", type=float, help="learning rate / Langevin step size")
     parser.add_argument("--seed", type=_nonnegative_int, default=0,
                         help="seed of every random stream; chain k uses SeedSequence(seed, (k,))")
@@ -107,6 +116,18 @@ def _add_restoration_options(parser):
     """The single-image commands' options: the method options and where the outputs go."""
     parser.add_argument("-o", "--out", required=True, help="restored image (.png/.jpg/.tif/.npy)")
     _add_method_options(parser)
+    parser.add_argument("--stop", choices=("wmv",),
+                        help="sgd only: stop by ES-WMV (Wang et al. 2023: the smallest windowed "
+                             "variance of the iterates, window 100, patience 1000) and keep that "
+                             "iterate; --iterations is then the cap (default 5000)")
+    parser.add_argument("--schedule", choices=("constant", "cyclical", "decay"),
+                        default="constant",
+                        help="sgld / psgld step size: constant (default), cyclical (cSGLD cosine "
+                             "cycles of 500 steps from 2x --lr to 0) or decay (from 4x --lr at "
+                             "step 0 to --lr at step 3000, smaller after)")
+    parser.add_argument("--max-iterations", type=_positive_int,
+                        help="--iterations auto: the most steps per chain (default 10000); a run "
+                             "that reaches it says so")
     parser.add_argument("--reference", help="clean image, to report PSNR / SSIM")
     parser.add_argument("--report", help="write a JSON report here")
     parser.add_argument("--std-out", help="colour-mapped posterior std map (.png)")
@@ -318,14 +339,18 @@ def _run_restore(restore, problem, args, callbacks):
 
     phys = problem.physics
     recipe = make_recipe(args.method, phys.name, iterations=args.iterations, learning_rate=args.lr,
-                         burn_in=args.burn_in, thin=args.thin, sigma=phys.sigma)
-    args.iterations = recipe.iterations
-    return restore(problem.observed.pixels, phys, method=args.method, iterations=recipe.iterations,
-                   learning_rate=args.lr, net="skip", net_options=_net_options(args.channels),
+                         burn_in=args.burn_in, thin=args.thin, sigma=phys.sigma,
+                         max_iterations=args.max_iterations, stop=args.stop,
+                         schedule=args.schedule)
+    iterations = "auto" if recipe.is_auto else recipe.iterations
+    args.iterations = recipe.iterations   # the progress bar's total: the cap of an auto budget
+    return restore(problem.observed.pixels, phys, method=args.method, iterations=iterations,
+                   max_iterations=args.max_iterations, learning_rate=args.lr, net="skip",
+                   net_options=_net_options(args.channels),
                    reference=problem.reference, seed=args.seed, burn_in=args.burn_in,
                    thin=args.thin, chains=args.chains, callbacks=callbacks,
                    checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                   resume=args.resume)
+                   resume=args.resume, stop=args.stop, schedule=args.schedule)
 
 
 def _net_options(channels: int) -> dict:
@@ -342,6 +367,13 @@ def _print_summary(report) -> None:
             line.append(f"(observation {report['psnr_observed']:.2f} dB)")
     if report.get("verdict"):
         line.append(f"sampler: {report['verdict']}")
+    for chain in (report.get("budget") or {}).get("chains", []):
+        where = "" if len(report["budget"]["chains"]) == 1 else f"chain {chain['chain']}: "
+        line.append(f"{where}burn-in ended at step {chain['burn_in_end']}, stopped at step "
+                    f"{chain['stopped_at']} ({chain['reason']})")
+    stop = report.get("early_stop")
+    if stop:
+        line.append(f"ES-WMV kept step {stop['best_step']} ({stop['reason']})")
     if report.get("rollbacks"):
         line.append(f"{report['rollbacks']} roll-back(s) to the last good weights "
                     f"(PSNR collapse or non-finite loss)")

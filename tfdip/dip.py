@@ -21,15 +21,23 @@ One training step (inside ``tf.function``), at step t with weights w_t:
    is reported in ``rollbacks``; otherwise the optimizer applies the gradient (an Adam step, an
    SGLD step, ...);
 5. ``ema <- d * ema + (1 - d) * x_t`` (exponential moving average of outputs, DIP's smoothing);
-6. after ``burn_in`` steps, every ``thin``-th good output is a posterior sample: a Welford update of
-   the running mean and variance of the output, and its values at a fixed random subset of pixels
-   go to ``trace`` (for effective sample size and R-hat).
+6. from step ``sampling_start`` on (``burn_in``, or with ``burn_in="auto"`` the step at which
+   :class:`tfdip.stopping.AutoBudget` found the loss stationary), every ``thin``-th good output is a
+   posterior sample: a Welford update of the running mean and variance of the output, and its
+   values at a fixed random subset of pixels go to ``trace`` (for effective sample size, R-hat and
+   the Monte Carlo error). The trace holds every ``trace_stride``-th sample: when it is full,
+   every other row is dropped and the stride doubles, so a run of unknown length keeps an evenly
+   thinned record of all its samples in a fixed memory;
+7. with ``early_stop="wmv"``, the output enters ES-WMV's window (:mod:`tfdip.inference.wmv`),
+   which keeps the output of smallest windowed variance.
 
 All state (z, weights, optimizer moments, RNG states, EMA, moments, traced pixels and their
-values, step counter) lives in variables, so a ``tf.train.Checkpoint`` of the model and its
+values, step counter, and the automatic budget's decisions: start of sampling, recent losses,
+stop) lives in variables, so a ``tf.train.Checkpoint`` of the model and its
 optimizer resumes a run exactly. The random streams of chain ``k`` of a run with seed ``s`` (input
-z, jitter, traced pixels; the generator's weights and the optimizer's noise in
-:func:`tfdip.chains.make_dip`) come from :func:`tfdip.seeds.chain_seeds` ``(s, k)``.
+z, jitter; the generator's weights and the optimizer's noise in :func:`tfdip.chains.make_dip`)
+come from :func:`tfdip.seeds.chain_seeds` ``(s, k)``; the traced pixels from chain 0's, so that
+every chain of a run traces the same pixels (R-hat compares them across chains).
 """
 from __future__ import annotations
 
@@ -41,11 +49,17 @@ import tensorflow as tf
 
 from tfdip.errors import TfdipError
 from tfdip.export import export_dip
+from tfdip.inference.budget import DRIFT_WINDOW
 from tfdip.inference.moments import RunningMoments
+from tfdip.inference.wmv import PATIENCE, WINDOW, WindowedVarianceTracker
 from tfdip.metrics import tf_psnr
 from tfdip.seeds import chain_seeds
 
 LIKELIHOODS = ("mse", "gaussian")
+#: ``sampling_start`` while an automatic burn-in has not ended.
+NOT_STARTED = np.iinfo(np.int64).max
+#: ``stop_reason`` codes of an automatic budget.
+STOP_REASONS = {0: None, 1: "rule met", 2: "cap reached"}
 
 
 def padded_size(size: int, multiple: int) -> int:
@@ -76,11 +90,18 @@ class DeepImagePrior(keras.Model):
         rollback_db: PSNR drop that triggers a roll-back (DIP: 5 dB); None disables the PSNR test
             (non-finite losses always roll back).
         reference: the clean image (H, W, C), only to report PSNRs while training.
-        burn_in, thin: posterior sampling schedule (steps); ``burn_in=None`` collects no samples.
+        burn_in, thin: posterior sampling schedule (steps); ``burn_in=None`` collects no samples,
+            ``burn_in="auto"`` starts when :class:`tfdip.stopping.AutoBudget` decides (the
+            per-step loss of the last ``drift_window`` steps is kept for its drift test).
         trace_pixels: how many random output entries to trace per sample (for ESS / R-hat).
-        max_samples: capacity of the trace (samples beyond it still enter the moments).
-        seed, chain: the run's seed and this chain's index; z, the jitter and the traced pixel
-            subset come from their streams in :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``.
+        max_samples: capacity of the trace in rows (beyond it the trace thins itself, see the
+            module docstring; every sample still enters the moments).
+        drift_window: steps of loss kept for the burn-in test (``burn_in="auto"``).
+        early_stop: ``"wmv"`` tracks ES-WMV (:mod:`tfdip.inference.wmv`) with ``wmv_window`` and
+            ``wmv_patience`` over the outputs (``self.wmv``); None (default) does not.
+        seed, chain: the run's seed and this chain's index; z and the jitter come from their
+            streams in :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``, the traced pixel subset
+            from chain 0's (the same pixels in every chain).
 
         noise_prior: a :class:`tfdip.inference.noise.NoiseVariancePrior` to sample the Gaussian
             likelihood's noise variance (it starts at ``likelihood_sigma^2``); None keeps it fixed.
@@ -93,8 +114,8 @@ class DeepImagePrior(keras.Model):
                  input_channels=None,
                  input_noise_std=0.0, likelihood="mse", likelihood_sigma=None, ema_decay=0.99,
                  rollback_db=5.0, reference=None, burn_in=None, thin=1, trace_pixels=256,
-                 max_samples=512, seed=0, chain=0, noise_prior=None,
-                 **kwargs):
+                 max_samples=512, seed=0, chain=0, noise_prior=None, drift_window=DRIFT_WINDOW,
+                 early_stop=None, wmv_window=WINDOW, wmv_patience=PATIENCE, **kwargs):
         super().__init__(**kwargs)
         if likelihood not in LIKELIHOODS:
             raise TfdipError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
@@ -105,8 +126,14 @@ class DeepImagePrior(keras.Model):
             raise TfdipError("the observation contains NaN or inf values; give finite values")
         if thin < 1:
             raise TfdipError(f"thin must be >= 1, got {thin}")
-        if burn_in is not None and burn_in < 0:
+        if isinstance(burn_in, str) and burn_in != "auto":
+            raise TfdipError(f"burn_in must be a number of steps, 'auto' or None, got {burn_in!r}")
+        if burn_in is not None and burn_in != "auto" and burn_in < 0:
             raise TfdipError(f"burn_in must be >= 0, got {burn_in}")
+        if early_stop not in (None, "wmv"):
+            raise TfdipError(f"early_stop must be None or 'wmv', got {early_stop!r}")
+        if max_samples < 1:
+            raise TfdipError(f"max_samples must be at least 1, got {max_samples}")
         if likelihood == "gaussian":
             sigma = physics.sigma if likelihood_sigma is None else likelihood_sigma
             if not sigma or sigma <= 0:
@@ -151,11 +178,25 @@ class DeepImagePrior(keras.Model):
                                           name="last_good_psnr")
         self.moments = RunningMoments((height, width, channels), dtype=dtype)
         num_entries = height * width * channels
-        self.trace_index = tf.Variable(np.sort(self.seeds.rng("trace").choice(
+        self.trace_index = tf.Variable(np.sort(chain_seeds(seed, 0).rng("trace").choice(
             num_entries, size=min(trace_pixels, num_entries), replace=False)).astype(np.int32),
             trainable=False, name="trace_index")
         self.trace = tf.Variable(tf.zeros((max_samples, int(self.trace_index.shape[0])), dtype),
                                  trainable=False, name="trace")
+        self.trace_stride = tf.Variable(tf.constant(1, tf.int64), trainable=False,
+                                        name="trace_stride")
+        start = NOT_STARTED if burn_in in (None, "auto") else int(burn_in)
+        self.sampling_start = tf.Variable(tf.constant(start, tf.int64), trainable=False,
+                                          name="sampling_start")
+        self.loss_window = tf.Variable(tf.zeros((int(drift_window),), dtype), trainable=False,
+                                       name="loss_window")
+        self.drift_streak = tf.Variable(tf.constant(0, tf.int64), trainable=False,
+                                        name="drift_streak")
+        self.stop_step = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="stop_step")
+        self.stop_reason = tf.Variable(tf.constant(0, tf.int64), trainable=False,
+                                       name="stop_reason")
+        self.wmv = None if early_stop is None else WindowedVarianceTracker(
+            (height, width, channels), wmv_window, wmv_patience, dtype=dtype)
         self.shadow = [tf.Variable(w, trainable=False, name="shadow")
                        for w in generator.trainable_variables]
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -223,6 +264,7 @@ class DeepImagePrior(keras.Model):
             self.ema.assign(decay * self.ema + (1.0 - decay) * x_safe)
         if self.burn_in is not None:
             self._collect(x_hat[0], good)
+        self._track_budget(loss, x_safe, good)
         if self.noise_prior is not None:
             self._sample_noise_variance(x_hat, good)
         self.step.assign_add(1)
@@ -253,23 +295,62 @@ class DeepImagePrior(keras.Model):
         self.noise_variance.assign(tf.where(good, tf.cast(draw, self.noise_variance.dtype),
                                             self.noise_variance))
 
+    def _track_budget(self, loss, x, good):
+        """State of the automatic budget (the loss window) and of ES-WMV (the iterate window)."""
+        if self.burn_in == "auto":
+            self._record_loss(loss, good)
+        if self.wmv is not None:
+            self.wmv.update(x[0])
+
+    def _record_loss(self, loss, good):
+        """Keep step t's loss in slot ``t mod drift_window`` of ``loss_window`` (the last good
+        loss again on a rolled-back step), for the burn-in drift test."""
+        size = tf.shape(self.loss_window, out_type=tf.int64)[0]
+        previous = self.loss_window[tf.math.floormod(self.step - 1, size)]
+        value = tf.where(good, tf.cast(loss, self.loss_window.dtype), previous)
+        self.loss_window.scatter_nd_update([[tf.math.floormod(self.step, size)]], [value])
+
+    def recent_losses(self) -> np.ndarray:
+        """The losses of the last ``min(step, drift_window)`` steps, oldest first (host side)."""
+        window = self.loss_window.numpy()
+        step, size = int(self.step.numpy()), window.shape[0]
+        return np.roll(window, -(step % size))[size - min(step, size):]
+
     def _collect(self, x, good):
         """Posterior sample bookkeeping for output x (H, W, C) of step ``self.step``."""
-        since = self.step - self.burn_in
+        since = self.step - self.sampling_start
         take = good & (since >= 0) & tf.equal(tf.math.floormod(since, self.thin), 0)
 
         def update():
-            slot = tf.cast(self.moments.count, tf.int32)
+            index = self.moments.count   # the sample's number, 0 first
+            capacity = tf.shape(self.trace, out_type=tf.int64)[0]
+            full = tf.equal(tf.math.floormod(index, self.trace_stride), 0) & (
+                index // self.trace_stride >= capacity)
+            tf.cond(full, self._thin_trace, tf.no_op)
+            stride = self.trace_stride
+            keep = tf.equal(tf.math.floormod(index, stride), 0)
             values = tf.gather(tf.reshape(x, [-1]), self.trace_index)
-            capacity = tf.shape(self.trace)[0]
-            row = tf.minimum(slot, capacity - 1)
-            keep = tf.cast(slot < capacity, values.dtype)
-            self.trace.scatter_nd_update(
-                [[row]], [keep * values + (1 - keep) * self.trace[row]])
+            row = tf.minimum(index // stride, capacity - 1)
+            tf.cond(keep, lambda: tf.group(self.trace.scatter_nd_update([[row]], [values])),
+                    tf.no_op)
             self.moments.update(x)
             return tf.constant(True)
 
         tf.cond(take, update, lambda: tf.constant(False))
+
+    def _thin_trace(self):
+        """Keep every other trace row (rows 0, 2, 4, ... move to 0, 1, 2, ...), double the stride."""
+        kept = self.trace[::2]
+        rest = tf.zeros_like(self.trace[tf.shape(kept)[0]:])
+        return tf.group(self.trace.assign(tf.concat([kept, rest], axis=0)),
+                        self.trace_stride.assign(self.trace_stride * 2))
+
+    def traced_samples(self) -> np.ndarray:
+        """The trace's filled rows ``(n, P)``: samples 0, s, 2s, ... of the chain (s the
+        ``trace_stride``), oldest first."""
+        count, stride = int(self.moments.count.numpy()), int(self.trace_stride.numpy())
+        rows = min(-(-count // stride), int(self.trace.shape[0]))
+        return self.trace.numpy()[:rows]
 
     # ------------------------------------------------------------------ user API
     def fit(self, iterations, *, log_every=None, callbacks=None, verbose=0):
@@ -280,7 +361,8 @@ class DeepImagePrior(keras.Model):
         callbacks' ``on_epoch_end`` and progress. A callback with an integer attribute
         ``step_interval`` gets ``on_step_interval(step)`` after every step of the run that is a
         multiple of it (checkpoints at any interval); the steps in between run back to back
-        without reading anything back to the host. The step counter continues across calls, so
+        without reading anything back to the host. A callback that sets ``stop_training`` in
+        ``on_step_interval`` ends the run at that step. The step counter continues across calls, so
         ``fit`` twice for n steps equals once for 2n.
         """
         if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
@@ -306,7 +388,7 @@ class DeepImagePrior(keras.Model):
             epoch_end = min((epoch + 1) * log_every, end)
             self.reset_metrics()
             callback_list.on_epoch_begin(epoch)
-            while step < epoch_end:
+            while step < epoch_end and not self.stop_training:
                 stop = min([epoch_end] + [(step // n + 1) * n for n in intervals])
                 for batch in range(step - epoch * log_every, stop - epoch * log_every):
                     callback_list.on_train_batch_begin(batch)
@@ -355,10 +437,15 @@ class DeepImagePrior(keras.Model):
 
     def checkpoint(self):
         """A ``tf.train.Checkpoint`` holding every piece of state of a run (weights, optimizer and
-        sampler state, RNG states, EMA, moments, traced pixels and trace, step)."""
+        sampler state, RNG states, EMA, moments, traced pixels and trace, step, the automatic
+        budget's decisions)."""
         return tf.train.Checkpoint(
             generator=self.generator, optimizer=self.optimizer, z=self.z,
             jitter_seed=self.jitter_seed.state, ema=self.ema, last_output=self.last_output,
             step=self.step, rollbacks=self.rollbacks, last_good_psnr=self.last_good_psnr,
             moments=self.moments, trace=self.trace, trace_index=self.trace_index,
-            shadow=list(self.shadow), noise_variance=self.noise_variance)
+            shadow=list(self.shadow), noise_variance=self.noise_variance,
+            trace_stride=self.trace_stride, sampling_start=self.sampling_start,
+            loss_window=self.loss_window, drift_streak=self.drift_streak,
+            stop_step=self.stop_step, stop_reason=self.stop_reason,
+            **({} if self.wmv is None else {"wmv": self.wmv}))

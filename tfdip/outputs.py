@@ -10,6 +10,11 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 
 
+#: The sampler diagnostics a report carries (:func:`tfdip.inference.chain_diagnostics`).
+DIAGNOSTICS = ("ess_min", "ess_median", "rhat_max", "mc_error_ratio", "mc_error_cost_db",
+               "mc_error_psnr_db", "least_settled", "mixed", "verdict")
+
+
 def package_version() -> str:
     """The installed tfdip version ("unknown" when running from a source tree)."""
     try:
@@ -50,8 +55,10 @@ def _resize_alpha(alpha, shape_hw):
 
 def restoration_report(result, *, task: str, chains: int, observation, reference=None) -> dict:
     """The JSON-ready report of a :class:`tfdip.Restoration` of ``observation`` (h, w, C) for
-    ``task`` (a physics name): method, timings, samples, sampler diagnostics (ESS, R-hat, verdict)
-    and, with the clean ``reference`` (H, W, C), PSNR / SSIM of the result, its last iterate, EMA
+    ``task`` (a physics name): method, timings, samples, sampler diagnostics (ESS, R-hat, the
+    Monte Carlo error of the mean against the posterior std and in dB, the least settled pixels,
+    verdict), the automatic budget's decisions (``budget``: per chain the step burn-in ended, the
+    step sampling stopped and why), ES-WMV's stop (``early_stop``) and, with the clean ``reference`` (H, W, C), PSNR / SSIM of the result, its last iterate, EMA
     and the observation, and the calibration of the std map (2-std coverage, UCE, ...)."""
     from tfdip import metrics
 
@@ -64,8 +71,10 @@ def restoration_report(result, *, task: str, chains: int, observation, reference
         "tfdip_version": package_version(),
     }
     if result.diagnostics:
-        report.update({k: result.diagnostics[k] for k in ("ess_min", "rhat_max", "mixed", "verdict")
-                       if k in result.diagnostics})
+        report.update({k: result.diagnostics[k] for k in DIAGNOSTICS if k in result.diagnostics})
+    for key in ("budget", "early_stop"):
+        if getattr(result, key, None):
+            report[key] = getattr(result, key)
     if reference is not None:
         report["psnr"] = metrics.psnr(result.image, reference)
         report["ssim"] = metrics.ssim(result.image, reference)

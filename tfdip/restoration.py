@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 
 import numpy as np
 
 from tfdip.chains import (ChainResult, build_generator, make_dip, net_spec,  # noqa: F401 (API)
                           run_chain)
 from tfdip.checkpoints import RunCheckpoints, run_settings
-from tfdip.errors import TfdipError
+from tfdip.errors import TfdipError, TfdipWarning
 from tfdip.inference import RunningMoments, chain_diagnostics, combine
 from tfdip.mcmc_restore import run_mcmc_chain
 from tfdip.recipes import MCMC_METHODS, make_recipe
@@ -24,7 +25,11 @@ from tfdip.seeds import chain_seeds
 
 @dataclasses.dataclass
 class Restoration:
-    """The outcome of :func:`restore`. Arrays are (H, W, C) float32 in [0, 1]."""
+    """The outcome of :func:`restore`. Arrays are (H, W, C) float32 in [0, 1].
+
+    ``iterations`` is the steps run (the longest chain's, with an automatic budget); ``budget``
+    (automatic budget only) says per chain when burn-in ended and why sampling stopped, and the
+    rules and cap it ran under (:func:`pool_chains`)."""
 
     image: np.ndarray
     last: np.ndarray
@@ -40,6 +45,8 @@ class Restoration:
     rollbacks: int
     history: list
     models: list
+    budget: dict | None = None
+    early_stop: dict | None = None
 
     @property
     def std_channel_mean(self):
@@ -51,7 +58,8 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
             net="skip", net_options=None, reference=None, seed=0, burn_in=None, thin=None,
             chains=1, input_noise_std=None, log_every=None, callbacks=None, verbose=0,
             checkpoint_dir=None, checkpoint_every=None, resume=False,
-            check_resources=True, noise="fixed") -> Restoration:
+            check_resources=True, noise="fixed", max_iterations=None,
+            budget=None, stop=None, schedule="constant") -> Restoration:
     """Restore ``observation`` (h, w, C) degraded by ``physics`` with ``method``.
 
     ``chains`` independent chains (chain ``k`` as :func:`restore_chain` runs it alone) are
@@ -70,6 +78,19 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     and gives the same result as an uninterrupted run. With nothing saved yet it starts from the
     beginning and warns (:class:`tfdip.errors.TfdipWarning`).
 
+    ``iterations="auto"`` (the default of ``sgld`` and ``psgld``) reads every chain's budget from
+    the chain itself (:mod:`tfdip.stopping`): burn-in ends when its loss stops drifting and it
+    stops when the Monte Carlo error of its posterior mean is below a tenth of the posterior std,
+    or at ``max_iterations`` steps (a :class:`tfdip.errors.TfdipWarning` says so); ``budget``
+    (a :class:`tfdip.inference.budget.BudgetRules`) changes the rules. Checkpoints hold the
+    decisions, so a resumed automatic run equals the uninterrupted one.
+
+    ``stop="wmv"`` (``sgd`` only) stops by ES-WMV (:mod:`tfdip.inference.wmv`, Wang et al. 2023)
+    and returns the iterate of smallest windowed variance (``early_stop`` records its step).
+
+    ``schedule`` (``sgld``, ``psgld``): ``"constant"`` step size (default), ``"cyclical"``
+    (cSGLD's cosine cycles) or ``"decay"`` (a decreasing step), see :mod:`tfdip.recipes`.
+
     ``noise="sampled"`` (``sgld`` and ``psgld`` only) samples the likelihood's noise level with the
     weights instead of fixing it (:mod:`tfdip.inference.noise`).
 
@@ -81,7 +102,9 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     chain_seeds(seed)  # a bad seed fails here, before any file is written
     recipe = make_recipe(method, physics.name, iterations=iterations, learning_rate=learning_rate,
                          burn_in=burn_in, thin=thin, sigma=physics.sigma,
-                         input_noise_std=input_noise_std, noise=noise)
+                         input_noise_std=input_noise_std, noise=noise,
+                         max_iterations=max_iterations, budget=budget, stop=stop,
+                         schedule=schedule)
     if chains > 1 and not recipe.is_bayesian:
         raise TfdipError(f"several chains need a sampling method (paper, sgld, psgld, mala, ula), "
                          f"not {method}")
@@ -207,23 +230,48 @@ def pool_chains(results, recipe, *, seed, seconds=None, models=()) -> Restoratio
         pooled = combine(moments) if len(moments) > 1 else moments[0]
         samples = int(pooled.count.numpy())
         if samples == 0:
+            if recipe.is_auto:
+                raise TfdipError(f"the loss was still drifting after {recipe.iterations} steps, so "
+                                 f"burn-in never ended and no posterior sample was collected; "
+                                 f"raise --max-iterations")
             raise TfdipError("no posterior sample was collected; lower --burn-in or --thin")
         image = pooled.mean.numpy()
         std = pooled.std.numpy()
-        length = min(len(r.trace) for r in results)
-        diagnostics = chain_diagnostics(np.stack([r.trace[:length] for r in results], axis=1))
+        diagnostics = chain_diagnostics([r.trace for r in results],
+                                        counts=[r.count for r in results],
+                                        pixel_index=first.trace_index, image_shape=image.shape)
+    elif first.early_stop_image is not None:
+        image = first.early_stop_image
     else:
         image = first.ema if first.ema is not None else first.last
     if seconds is None:
         seconds = sum(r.seconds for r in results)
+    budget = _budget_summary(results, recipe, diagnostics) if recipe.is_auto else None
     return Restoration(
         image=np.clip(image, 0.0, 1.0), last=np.clip(first.last, 0.0, 1.0),
         ema=None if first.ema is None else np.clip(first.ema, 0.0, 1.0), std=std,
         samples=samples, diagnostics=diagnostics, method=recipe.method,
-        iterations=recipe.iterations, seed=seed, seconds=seconds,
+        iterations=max(r.steps for r in results) if recipe.is_auto else recipe.iterations,
+        seed=seed, seconds=seconds,
         seconds_per_iteration=float(np.nanmean([r.seconds_per_iteration for r in results])),
         rollbacks=int(sum(r.rollbacks for r in results)), history=[r.history for r in results],
-        models=list(models))
+        models=list(models), budget=budget, early_stop=first.early_stop)
+
+
+def _budget_summary(results, recipe, diagnostics) -> dict:
+    """The automatic budget's record of a run: rules, cap and each chain's decisions; warns
+    (:class:`TfdipWarning`) when a chain stopped at the cap before the rule held."""
+    capped = [r.chain for r in results if r.budget["reason"] == "cap reached"]
+    if capped:
+        ratio = diagnostics.get("mc_error_ratio")
+        now = "" if ratio is None else (f" (it is {ratio:.2f}, costing about "
+                                        f"{diagnostics['mc_error_cost_db']:.2f} dB)")
+        warnings.warn(f"chain(s) {', '.join(map(str, capped))} reached the cap of "
+                      f"{recipe.iterations} steps before the Monte Carlo error of the mean fell "
+                      f"below {recipe.budget.threshold:g} of the posterior std{now}; raise "
+                      f"--max-iterations to sample longer", TfdipWarning, stacklevel=3)
+    return {"max_iterations": recipe.iterations, "rules": dataclasses.asdict(recipe.budget),
+            "chains": [{"chain": r.chain, "steps": r.steps, **r.budget} for r in results]}
 
 
 def _summarise_mcmc(runs, recipe, seed, seconds) -> Restoration:

@@ -14,7 +14,8 @@ Purposes:
 * ``input``: the fixed network input ``z``;
 * ``jitter``: the per-step input jitter (a ``keras.random.SeedGenerator``);
 * ``sampler``: the optimizer's / MCMC kernel's noise (Langevin, the authors' weight noise);
-* ``trace``: the subset of output pixels traced for ESS and R-hat;
+* ``trace``: the subset of output pixels traced for ESS and R-hat (chain 0's stream serves every
+  chain, so that all chains trace the same pixels);
 * ``noise_level``: the Gibbs draws of a sampled likelihood noise level (:mod:`tfdip.inference.noise`).
 """
 from __future__ import annotations

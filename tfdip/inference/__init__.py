@@ -1,7 +1,8 @@
 """Posterior inference over DIP generator weights.
 
 - Langevin samplers as Keras 3 optimizers: :class:`SGLD`, :class:`PSGLD`, :class:`NoisyAdam`
-  (the GP-DIP authors' Adam-plus-noise recipe), with the step schedule :class:`LangevinDecay`.
+  (the GP-DIP authors' Adam-plus-noise recipe), with the step schedules :class:`LangevinDecay`
+  and :class:`CyclicalStepSize`.
 - Posterior collection: :class:`RunningMoments` (Welford mean / variance, ring buffer of
   samples) and :func:`combine` (pools chains).
 - Full-batch MCMC with TFP kernels (MALA / ULA) over the weights of small generators:
@@ -14,9 +15,9 @@ from tfdip.inference.diagnostics import chain_diagnostics
 from tfdip.inference.mcmc import McmcResult, sample_posterior_mcmc
 from tfdip.inference.moments import RunningMoments, combine
 from tfdip.inference.optimizers import PSGLD, SGLD, NoisyAdam
-from tfdip.inference.schedules import LangevinDecay
+from tfdip.inference.schedules import CyclicalStepSize, LangevinDecay
 
 __all__ = [
-    "SGLD", "PSGLD", "NoisyAdam", "LangevinDecay", "RunningMoments", "combine",
+    "SGLD", "PSGLD", "NoisyAdam", "LangevinDecay", "CyclicalStepSize", "RunningMoments", "combine",
     "chain_diagnostics", "uncertainty_report", "sample_posterior_mcmc", "McmcResult",
 ]

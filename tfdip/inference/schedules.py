@@ -1,4 +1,5 @@
-"""Step-size schedules for the Langevin samplers (Keras ``LearningRateSchedule`` objects).
+"""Step-size schedules for the Langevin samplers (Keras ``LearningRateSchedule`` objects):
+:class:`LangevinDecay` (a decreasing step) and :class:`CyclicalStepSize` (cSGLD's cosine cycles).
 
 Welling & Teh (2011) decay the SGLD step as ``eps_t = a (b + t)^(-gamma)`` with
 ``gamma`` in (0.5, 1]: then ``sum eps_t = inf`` and ``sum eps_t^2 < inf``, so the
@@ -7,6 +8,7 @@ discretisation bias vanishes while the chain keeps moving.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfdip.errors import TfdipError
@@ -54,3 +56,36 @@ class LangevinDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"a": self.a, "b": self.b, "gamma": self.gamma}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CyclicalStepSize(keras.optimizers.schedules.LearningRateSchedule):
+    """The cosine cycles of cyclical SG-MCMC (cSGLD, Zhang et al. 2020), with a cycle length in
+    steps instead of a number of cycles in a known budget::
+
+        eps_t = (peak / 2) * (cos(pi * (t mod L) / L) + 1)
+
+    Each cycle of ``L`` steps starts at ``peak`` (large steps that move the chain far, to a new
+    mode) and shrinks towards 0 (small steps that sample around it); the mean step over a cycle
+    is ``peak / 2``. Zhang et al. also run the first part of each cycle without noise; here the
+    noise follows the step size along the whole cycle, so every step is a Langevin step.
+
+    Args:
+        peak: the step size at the start of each cycle, > 0.
+        cycle: the cycle length L in steps, >= 2.
+    """
+
+    def __init__(self, peak: float, cycle: int):
+        if not peak > 0:
+            raise TfdipError(f"peak must be > 0, got {peak!r}")
+        if isinstance(cycle, bool) or not isinstance(cycle, int) or cycle < 2:
+            raise TfdipError(f"cycle must be a whole number of steps >= 2, got {cycle!r}")
+        self.peak = float(peak)
+        self.cycle = int(cycle)
+
+    def __call__(self, step):
+        phase = tf.cast(tf.math.floormod(tf.cast(step, tf.int64), self.cycle), tf.float32)
+        return 0.5 * self.peak * (tf.cos(np.pi * phase / self.cycle) + 1.0)
+
+    def get_config(self):
+        return {"peak": self.peak, "cycle": self.cycle}

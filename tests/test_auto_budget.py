@@ -153,8 +153,9 @@ def test_auto_is_refused_where_it_does_not_apply(method, options, message):
         make_recipe(method, "denoising", iterations="auto", **options)
 
 
-def test_langevin_methods_default_to_auto_and_a_number_still_works():
-    recipe = make_recipe("psgld", "denoising")
+def test_auto_budget_is_chosen_by_name_and_a_number_still_works():
+    assert not make_recipe("psgld", "denoising").is_auto  # not the default (README)
+    recipe = make_recipe("psgld", "denoising", iterations="auto")
     assert recipe.is_auto and recipe.burn_in == "auto"
     assert recipe.iterations == DEFAULT_MAX_ITERATIONS
     fixed = make_recipe("psgld", "denoising", iterations=300)

@@ -94,9 +94,8 @@ def _add_method_options(parser):
                              "mean and std; sgd: the DIP baseline (early stopping); paper: the "
                              "GP-DIP authors' recipe; sgld: plain Langevin; mala/ula: TFP MCMC")
     parser.add_argument("--iterations", type=_iterations,
-                        help="training steps, or 'auto' (the default of sgld and psgld; also for "
-                             "paper): burn-in ends when the loss stops drifting and sampling stops "
-                             "when the Monte Carlo error of the posterior mean is below 0.1 of "
+                        help="training steps, or 'auto' (paper, sgld, psgld): burn-in ends when "
+                             "the loss stops drifting and sampling stops when the Monte Carlo error of the posterior mean is below 0.1 of "
                              "the posterior std (method default otherwise)")
     parser.add_argument("--lr", type=float, help="learning rate / Langevin step size")
     parser.add_argument("--seed", type=_nonnegative_int, default=0,

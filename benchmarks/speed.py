@@ -31,7 +31,8 @@ size) reports its least disturbed round. Variants:
 - ablations of ``user_psgld`` (what each part of the step costs): ``_no_noise`` (the sampler's
   normal draw replaced by zeros), ``_per_variable_noise`` (one native TF draw per variable, the
   scheme before the fused draw), ``_native_noise`` (one fused draw with TF's own kernel instead
-  of the XLA-compiled one), ``_no_guard`` (the roll-back guard's weight copies removed),
+  of the XLA-compiled one), ``_tf_update`` (the optimizer's per-variable updates as TensorFlow
+  ops instead of one XLA computation), ``_no_guard`` (the roll-back guard's weight copies removed),
   ``_each_step`` (one step per ``tf.function`` call with a per-step Keras callback, as before
   several steps per call);
 - ``torch``: the PyTorch reference (NCHW, float32);
@@ -101,6 +102,8 @@ VARIANTS = {
     "user_psgld_native_noise": {"framework": "tf_user", "method": "psgld",
                                 "ablation": "native_noise"},
     "user_psgld_no_guard": {"framework": "tf_user", "method": "psgld", "ablation": "no_guard"},
+    "user_psgld_tf_update": {"framework": "tf_user", "method": "psgld", "ablation": "tf_update"},
+    "user_sgd_tf_update": {"framework": "tf_user", "method": "sgd", "ablation": "tf_update"},
     "user_psgld_each_step": {"framework": "tf_user", "method": "psgld", "ablation": "each_step"},
     "conv_peak_float32": {"framework": "conv", "dtype": "float32"},
     "conv_peak_bfloat16": {"framework": "conv", "dtype": "bfloat16"},
@@ -371,6 +374,9 @@ def apply_ablation(name):
     elif name == "native_noise":
         optimizers.standard_normal = lambda shape, key, dtype: tf.random.stateless_normal(
             shape, seed=key, dtype=dtype, alg="philox")
+    elif name == "tf_update":
+        optimizers._NoisyOptimizer._backend_update_step = (
+            optimizers._NoisyOptimizer._update_variables)
     elif name == "no_guard":
         dip_module._copy = lambda sources, targets: tf.no_op()
     elif name == "each_step":

@@ -16,7 +16,9 @@ The noise of one update is one fused draw: a single Philox draw
 ``(noise_seed, iteration)``, cut into the V variables' shapes
 in the order the optimizer was built with. ``noise_seed`` and ``iterations`` are int64 optimizer
 variables, so a ``tf.train.Checkpoint`` (or ``model.save``) of the optimizer restores the exact
-noise stream, and the draw is the same with and without XLA.
+noise stream. The updates of all variables (and the draw) run as one XLA computation, so a step
+costs a few fused loops over the weights, and gives the same numbers with and without XLA on the
+step around it.
 """
 from __future__ import annotations
 
@@ -70,6 +72,16 @@ class _NoisyOptimizer(keras.optimizers.Optimizer):
             name="noise_seed")
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        """All per-variable updates of one step as one XLA computation (whether or not the step
+        around it is compiled with XLA): the element-wise update formulas of every variable fuse
+        into a few loops instead of a dozen TensorFlow ops per variable, and the numbers are the
+        same with and without ``jit_compile`` on the step."""
+        update = tf.function(
+            lambda grads: self._update_variables(grads, trainable_variables, learning_rate),
+            jit_compile=True, autograph=False)
+        update(list(grads))
+
+    def _update_variables(self, grads, trainable_variables, learning_rate):
         """The per-variable updates of one step, sharing one fused noise draw (made on first use)."""
         self._step_noise = {}
         try:

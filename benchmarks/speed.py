@@ -581,15 +581,30 @@ def user_step_tables(report: dict, results: dict, sizes: list) -> list:
     lines = []
     if users:
         lines += ["", "The step a user runs (median ms per step; in brackets: its ratio to the "
-                  "plain step ``tfdip`` of the same run):", "",
-                  "| step | " + " | ".join(f"{s} px" for s in sizes) + " |",
-                  "|---|" + "---|" * len(sizes)]
-        for name in users:
+                  "plain step ``tfdip`` of the same run; ops: TensorFlow ops in one traced step, "
+                  "an XLA computation counted by the ops it compiles):", "",
+                  "| step | " + " | ".join(f"{s} px" for s in sizes) + " | ops |",
+                  "|---|" + "---|" * (len(sizes) + 1)]
+        for name in ["tfdip"] + users:
             cells = []
             for size in sizes:
                 r, plain = ok(name, size), ok("tfdip", size)
                 cells.append("-" if r is None else f"{r['median_ms']:.0f}" + (
                     f" ({r['median_ms'] / plain['median_ms']:.2f}x)" if plain else ""))
+            counts = [ok(name, s).get("graph_ops") for s in sizes if ok(name, s)]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {(counts or ['-'])[0]} |")
+    ablations = [n for n in users if VARIANTS[n].get("ablation")]
+    if ablations:
+        lines += ["", "Ablations: ms per step of the variant minus that of the full step of its "
+                  "method (``user_psgld`` / ``user_sgd``) in the same run: positive for a part "
+                  "removed (what that part costs), negative for an older or alternative design "
+                  "(what the current one saves):", "",
+                  "| ablation | " + " | ".join(f"{s} px" for s in sizes) + " |",
+                  "|---|" + "---|" * len(sizes)]
+        for name in ablations:
+            full = f"user_{VARIANTS[name]['method']}"
+            cells = [f"{ok(full, s)['median_ms'] - ok(name, s)['median_ms']:+.1f}"
+                     if ok(full, s) and ok(name, s) else "-" for s in sizes]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     peaks = {dtype: ok(f"conv_peak_{dtype}", size) for dtype in ("float32", "bfloat16")
              for size in sizes if ok(f"conv_peak_{dtype}", size)}

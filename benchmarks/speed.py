@@ -55,6 +55,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -63,6 +64,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -234,6 +236,18 @@ def _backprop_kernel_shape(op):
     return op.inputs[1].shape if op.type == "Conv2DBackpropInput" else op.outputs[0].shape
 
 
+def standalone_conv(dtype: str):
+    """``(conv, flop)``: a traced 3x3 convolution of ``PEAK_SHAPE`` (C to C channels) in
+    ``dtype`` and its FLOPs."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    n, h, w, c = PEAK_SHAPE
+    x = tf.constant(rng.normal(size=PEAK_SHAPE), dtype)
+    kernel = tf.constant(rng.normal(size=(3, 3, c, c)) / np.sqrt(9 * c), dtype)
+    return tf.function(lambda: tf.nn.conv2d(x, kernel, 1, "SAME")), 2 * n * h * w * 9 * c * c
+
+
 def conv_worker(variant: dict, size: int, warmup: int, steps: int, threads: int) -> dict:
     """This machine's convolution throughput: a standalone 3x3 conv of ``PEAK_SHAPE`` in
     ``variant["dtype"]`` (oneDNN, as tfdip runs), GFLOP/s of the median call."""
@@ -241,19 +255,13 @@ def conv_worker(variant: dict, size: int, warmup: int, steps: int, threads: int)
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    dtype = tf.as_dtype(variant["dtype"])
-    rng = np.random.default_rng(0)
-    n, h, w, c = PEAK_SHAPE
-    x = tf.constant(rng.normal(size=PEAK_SHAPE), dtype)
-    kernel = tf.constant(rng.normal(size=(3, 3, c, c)) / np.sqrt(9 * c), dtype)
-    conv = tf.function(lambda: tf.nn.conv2d(x, kernel, 1, "SAME"))
+    conv, flop = standalone_conv(variant["dtype"])
     times = []
     for index in range(warmup + steps):
         begin = time.perf_counter()
         conv().numpy()
         if index >= warmup:
             times.append(time.perf_counter() - begin)
-    flop = 2 * n * h * w * 9 * c * c
     return {"parameters": None, "times": times, "warmup_s": 0.0, "final_loss": 0.0,
             "psnr_final": 0.0, "psnr_peak": 0.0, "psnr_peak_step": 0, "step_gflop": flop / 1e9,
             "compute_dtype": dtype.name}
@@ -322,12 +330,16 @@ def tf_user_worker(variant: dict, size: int, warmup: int, steps: int, threads: i
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+    with ablation(variant.get("ablation")) as callbacks:
+        return _user_run(variant, size, warmup, steps, callbacks)
+
+
+def _user_run(variant, size, warmup, steps, callbacks) -> dict:
     from tfdip.metrics import psnr as tfdip_psnr
     from tfdip.physics import Denoising
     from tfdip.recipes import make_recipe
     from tfdip.restoration import make_dip
 
-    callbacks = apply_ablation(variant.get("ablation"))
     chunks = max(1, steps // CHUNK)
     _, clean, noisy = problem(size)
     bayesian = {} if variant["method"] == "sgd" else {"burn_in": 0, "thin": 1}
@@ -352,42 +364,127 @@ def tf_user_worker(variant: dict, size: int, warmup: int, steps: int, threads: i
             **psnr_summary(psnrs)}
 
 
-def apply_ablation(name):
-    """Patch tfdip for one ablation of the user step (see the module docstring); returns the
-    callbacks the ablation's fits take."""
+@contextlib.contextmanager
+def ablation(name):
+    """tfdip patched for one ablation of the user step (see the module docstring) while the
+    block runs (a step traced inside keeps it); yields the callbacks the ablation's fits take."""
     import keras
     import tensorflow as tf
 
     from tfdip import dip as dip_module
     from tfdip.inference import optimizers
 
-    if name == "no_noise":
-        optimizers._NoisyOptimizer.standard_normal = lambda self, v: tf.zeros_like(v)
-    elif name == "per_variable_noise":
-        def per_variable(self, variable):
-            counter = (tf.cast(self.iterations, tf.int64) * len(self._trainable_variables)
-                       + self._get_variable_index(variable))
-            key = tf.stack([tf.convert_to_tensor(self._noise_seed), counter])
-            return tf.random.stateless_normal(tf.shape(variable), seed=key, dtype=variable.dtype)
+    noisy = optimizers._NoisyOptimizer
 
-        optimizers._NoisyOptimizer.standard_normal = per_variable
-    elif name == "native_noise":
-        optimizers.standard_normal = lambda shape, key, dtype: tf.random.stateless_normal(
-            shape, seed=key, dtype=dtype, alg="philox")
-    elif name == "tf_update":
-        optimizers._NoisyOptimizer._backend_update_step = (
-            optimizers._NoisyOptimizer._update_variables)
-    elif name == "no_guard":
-        dip_module._copy = lambda sources, targets: tf.no_op()
-    elif name == "each_step":
-        class EveryBatch(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                pass
+    def per_variable(self, variable):
+        counter = (tf.cast(self.iterations, tf.int64) * len(self._trainable_variables)
+                   + self._get_variable_index(variable))
+        key = tf.stack([tf.convert_to_tensor(self._noise_seed), counter])
+        return tf.random.stateless_normal(tf.shape(variable), seed=key, dtype=variable.dtype)
 
-        return [EveryBatch()]
-    elif name is not None:
+    class EveryBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    patches = {
+        None: [], "each_step": [],
+        "no_noise": [(noisy, "standard_normal", lambda self, v: tf.zeros_like(v))],
+        "per_variable_noise": [(noisy, "standard_normal", per_variable)],
+        "native_noise": [(optimizers, "standard_normal",
+                          lambda shape, key, dtype: tf.random.stateless_normal(
+                              shape, seed=key, dtype=dtype, alg="philox"))],
+        "tf_update": [(noisy, "_backend_update_step", noisy._update_variables)],
+        "no_guard": [(dip_module, "_copy", lambda sources, targets: tf.no_op())],
+    }
+    if name not in patches:
         raise SystemExit(f"unknown ablation {name}")
-    return []
+    with contextlib.ExitStack() as stack:
+        for target, attribute, value in patches[name]:
+            stack.enter_context(mock.patch.object(target, attribute, value))
+        yield [EveryBatch()] if name == "each_step" else []
+
+
+def plain_step(net, z, noisy):
+    """The plain step (forward, MSE, backward, Keras Adam) of ``net`` as a Python function."""
+    import keras
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.Adam(learning_rate=0.01, epsilon=1e-8)
+    z, noisy, weights = tf.constant(z), tf.constant(noisy), net.trainable_variables
+
+    def step():
+        with tf.GradientTape() as tape:
+            out = tf.cast(net(z, training=True), tf.float32)
+            loss = tf.reduce_mean(tf.square(out - noisy))
+        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return loss
+
+    return step
+
+
+def interleaved_worker(names: list, size: int, warmup: int, steps: int, threads: int) -> list:
+    """Every variant of ``names`` (plain ``tf``, user steps, standalone convs) built and traced in this one
+    process, then timed in turns: after one untimed turn, ``steps // CHUNK`` rounds, each running
+    ``CHUNK`` steps of every variant in a rotating order, so that a change of machine load hits
+    all alike."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import tfdip.nets
+    from tfdip.physics import Denoising
+    from tfdip.precision import precision_policy
+    from tfdip.recipes import make_recipe
+    from tfdip.restoration import make_dip
+
+    z, clean, noisy = problem(size)
+    rounds = max(1, steps // CHUNK)
+    runners, census = {}, {}
+    for name in names:
+        variant = VARIANTS[name]
+        if variant["framework"] == "tf":
+            keras.utils.set_random_seed(0)
+            with precision_policy("bfloat16" if variant.get("policy") else "float32"):
+                net = tfdip.nets.skip()
+            step = tf.function(plain_step(net, z, noisy),
+                               jit_compile=variant.get("jit_compile", False), autograph=False)
+            for _ in range(warmup):
+                step().numpy()
+            runners[name] = lambda step=step: [step() for _ in range(CHUNK)][-1].numpy()
+            census[name] = {"compute_dtype": net.compute_dtype,
+                            **graph_census(step.get_concrete_function().graph)}
+            continue
+        if variant["framework"] == "conv":
+            conv, flop = standalone_conv(variant["dtype"])
+            runners[name] = lambda conv=conv: [conv() for _ in range(CHUNK)][-1].numpy()
+            census[name] = {"compute_dtype": variant["dtype"], "step_gflop": flop / 1e9}
+            continue
+        with ablation(variant.get("ablation")) as callbacks:
+            bayesian = {} if variant["method"] == "sgd" else {"burn_in": 0, "thin": 1}
+            recipe = make_recipe(variant["method"], "denoising",
+                                 iterations=warmup + rounds * CHUNK, sigma=SIGMA, **bayesian)
+            dip = make_dip(noisy[0], Denoising(SIGMA), recipe, reference=clean[0], seed=0,
+                           precision=variant.get("precision", "float32"),
+                           jit_compile=variant.get("jit_compile", False),
+                           check_resources=False)
+            dip.fit(warmup, log_every=warmup, callbacks=callbacks)   # traces under the patch
+        runners[name] = lambda dip=dip, callbacks=callbacks: dip.fit(
+            CHUNK, log_every=CHUNK, callbacks=callbacks)
+        census[name] = {"compute_dtype": dip.generator.compute_dtype,
+                        **graph_census(dip._train_function.get_concrete_function().graph)}
+    for name in names:   # one untimed turn: the first calls after building every model are slow
+        runners[name]()
+    times = {name: [] for name in names}
+    for index in range(rounds):
+        order = names[index % len(names):] + names[:index % len(names)]
+        for name in order:
+            begin = time.perf_counter()
+            runners[name]()
+            times[name].append((time.perf_counter() - begin) / CHUNK)
+    return [{"variant": name, "parameters": DEFAULT_PARAMETERS, "times": times[name],
+             "warmup_s": 0.0, "final_loss": 0.0, "psnr_final": 0.0, "psnr_peak": 0.0,
+             "psnr_peak_step": 0, **census[name]} for name in names]
 
 
 def torch_worker(variant: dict, size: int, warmup: int, steps: int, threads: int) -> dict:
@@ -423,6 +520,11 @@ WORKERS = {"tf": tf_worker, "tf_dip": tf_dip_worker, "tf_user": tf_user_worker,
 
 
 def run_worker(args) -> None:
+    if args.worker == "interleaved":
+        results = interleaved_worker(args.variants, args.size, args.warmup, args.steps[0],
+                                     args.threads)
+        print(json.dumps(results))
+        return
     variant = VARIANTS[args.worker]
     result = WORKERS[variant["framework"]](variant, args.size, args.warmup, args.steps[0],
                                            args.threads)
@@ -493,6 +595,33 @@ def measure(name: str, size: int, steps: int, args) -> dict:
     return record
 
 
+def measure_interleaved(size: int, steps: int, args) -> list:
+    """All ``args.variants`` at ``size`` in one worker process, timed in turns (see
+    :func:`interleaved_worker`); one record per variant, as :func:`measure` makes them."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, __file__, "--worker", "interleaved", "--size", str(size),
+               "--steps", str(steps), "--warmup", str(args.warmup), "--threads",
+               str(args.threads), "--variants", *args.variants]
+    load = os.getloadavg()[0]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout)
+    if done.returncode != 0:
+        error = (done.stderr.strip().splitlines() or ["failed"])[-1]
+        print(f"  interleaved {size}px failed: {error}", flush=True)
+        return [{"variant": name, "size": size, "error": error} for name in args.variants]
+    records = []
+    for result in json.loads(done.stdout.strip().splitlines()[-1]):
+        times_ms = 1e3 * np.asarray(result.pop("times"))
+        record = {**result, "size": size, "load_before": load, "load_after": os.getloadavg()[0],
+                  "steps": len(times_ms) * CHUNK, "median_ms": float(np.median(times_ms)),
+                  "q1_ms": float(np.percentile(times_ms, 25)),
+                  "q3_ms": float(np.percentile(times_ms, 75)), "min_ms": float(times_ms.min()),
+                  "times_ms": [round(t, 2) for t in times_ms]}
+        records.append(record)
+        print(f"  {record['variant']:30s} {size:4d}px  median {record['median_ms']:8.1f} ms "
+              f"(IQR {record['q1_ms']:.1f}-{record['q3_ms']:.1f})", flush=True)
+    return records
+
+
 def least_disturbed(rounds: list) -> dict:
     """Of one (variant, size)'s rounds, the one with the smallest median (other processes on a
     shared machine only ever slow a run down), with every round's median beside it."""
@@ -522,8 +651,11 @@ def markdown(report: dict) -> str:
         "backward + Adam update, batch 1, input depth 32. Median ms per step over "
         f"{', '.join(str(s) for s in report['config']['steps'])} timed steps "
         f"(sizes {', '.join(str(s) for s in sizes)}) after {report['config']['warmup']} warm-up "
-        f"steps; {report['config']['threads']} threads; each run in its own process; "
-        f"{report['config']['rounds']} round(s) interleaving all variants, the round with the "
+        f"steps; {report['config']['threads']} threads; "
+        + ("all variants of a size built in one process and timed in turns of "
+           f"{CHUNK} steps (rotating order); " if report["config"].get("interleaved") else
+           "each run in its own process; ") +
+        f"{report['config']['rounds']} round(s) of all variants, the round with the "
         "smallest median reported.",
         "",
         f"Machine: {m.get('cpu', '?')}, {m.get('logical_cpus')} logical CPUs, "
@@ -643,12 +775,16 @@ def run_driver(args) -> None:
               "machine": machine(),
               "config": {"sizes": args.sizes, "steps": steps, "warmup": args.warmup,
                          "threads": args.threads, "rounds": args.rounds,
-                         "variants": args.variants},
+                         "variants": args.variants, "interleaved": args.interleaved},
               "results": []}
     print(f"load average {report['load_before']:.2f}", flush=True)
     runs = []
     for round_index in range(args.rounds):
         for size, count in zip(args.sizes, steps):
+            if args.interleaved:
+                runs += [{**r, "round": round_index}
+                         for r in measure_interleaved(size, count, args)]
+                continue
             for name in args.variants:
                 runs.append({**measure(name, size, count, args), "round": round_index})
     report["results"] = [least_disturbed([r for r in runs if (r["variant"], r["size"]) == key])
@@ -687,7 +823,12 @@ def main() -> None:
                                  "tfdip_fused_adam", "tfdip_dip", "torch"])
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--name", default="speed", help="results file stem: OUT/NAME.json, .md")
-    parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved", action="store_true",
+                        help="run all tfdip variants of a size in one process, timed in turns "
+                             "of CHUNK steps (robust to a changing machine load; plain ``tf`` "
+                             "and ``user_`` variants only)")
+    parser.add_argument("--worker", choices=list(VARIANTS) + ["interleaved"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -325,7 +325,6 @@ def tf_dip_worker(variant: dict, size: int, warmup: int, steps: int, threads: in
 def tf_user_worker(variant: dict, size: int, warmup: int, steps: int, threads: int) -> dict:
     """The user's whole step (``make_dip`` with the method's recipe) at this size; ``steps``
     timed steps in ``DeepImagePrior.fit`` calls of ``CHUNK`` steps, after ``warmup`` steps."""
-    import keras
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -335,6 +334,7 @@ def tf_user_worker(variant: dict, size: int, warmup: int, steps: int, threads: i
 
 
 def _user_run(variant, size, warmup, steps, callbacks) -> dict:
+    """:func:`tf_user_worker`'s run, with the ablation's patches in force."""
     from tfdip.metrics import psnr as tfdip_psnr
     from tfdip.physics import Denoising
     from tfdip.recipes import make_recipe

@@ -14,6 +14,7 @@ import tensorflow as tf
 from tfdip import checkpoints as checkpoints_module
 from tfdip.checkpoints import ChainCheckpoint
 from tfdip.errors import TfdipError, TfdipWarning
+from tfdip.inference.draws import standard_normal
 from tfdip.physics import Denoising, Inpainting
 from tfdip.recipes import make_recipe
 from tfdip.restoration import make_dip, restore, run_chain
@@ -57,8 +58,8 @@ def _streams(seed, chain, draws=3):
     streams[("weights", 0)] = np.concatenate([k.numpy().ravel() / np.std(k.numpy())
                                               for k in kernels])
     for t in range(draws):
-        streams[("jitter", t)] = keras.random.normal(
-            tf.shape(dip.z), seed=dip.jitter_seed).numpy().ravel()
+        streams[("jitter", t)] = standard_normal(
+            dip.z.shape, dip.jitter_seed.next(), dip.z.dtype).numpy().ravel()
     optimizer = dip.optimizer
     for t in range(draws):
         optimizer.iterations.assign(t)

@@ -16,6 +16,7 @@ import numpy as np
 from tfdip import nets
 from tfdip.callbacks import CheckpointEvery
 from tfdip.dip import DeepImagePrior
+from tfdip.precision import precision_policy
 from tfdip.recipes import OPTIMIZER_METHODS
 from tfdip.resources import check_memory
 from tfdip.seeds import chain_seeds
@@ -27,18 +28,21 @@ AUTO_TRACE_ROWS = 1024
 
 
 class StepTimer(keras.callbacks.Callback):
-    """Wall time per training step, excluding the first step (which traces the graph).
+    """Wall time per training step, without the model's first call (its one step traces the
+    function, see :meth:`tfdip.DeepImagePrior.fit`).
 
-    Marks the time at the start of every step and at the end of training; it hooks the start,
-    not the end, of steps, so Keras need not read every step's logs back to the host.
+    ``marks`` holds ``(step, seconds)`` at the start of every call of the compiled steps and at
+    the end of training (``clock`` is ``time.perf_counter``); it hooks the start, not the end, of
+    calls, so Keras need not read every call's logs back to the host, and it reads the step
+    counter only between calls (``whole_calls``: several steps per call are fine).
     """
 
-    def __init__(self):
+    whole_calls = True
+
+    def __init__(self, clock=time.perf_counter):
         super().__init__()
-        self.first_end = None
-        self.last_end = None
-        self.steps = 0
-        self._marks = 0
+        self.clock = clock
+        self.marks = []
 
     def on_train_batch_begin(self, batch, logs=None):
         self._mark()
@@ -47,19 +51,18 @@ class StepTimer(keras.callbacks.Callback):
         self._mark()
 
     def _mark(self):
-        now = time.perf_counter()
-        if self._marks == 1:
-            self.first_end = now          # the first step (and its tracing) is done
-        elif self._marks > 1:
-            self.last_end = now
-            self.steps = self._marks - 1
-        self._marks += 1
+        self.marks.append((int(self.model.step.numpy()), self.clock()))
+
+    @property
+    def steps(self) -> int:
+        """Steps timed: those after the first call."""
+        return self.marks[-1][0] - self.marks[1][0] if len(self.marks) > 2 else 0
 
     @property
     def seconds_per_step(self) -> float:
         if not self.steps:
             return float("nan")
-        return (self.last_end - self.first_end) / self.steps
+        return (self.marks[-1][1] - self.marks[1][1]) / self.steps
 
 
 def net_spec(net, output_channels: int, net_options=None):
@@ -69,23 +72,29 @@ def net_spec(net, output_channels: int, net_options=None):
     return dataclasses.replace(net, output_channels=output_channels)
 
 
-def build_generator(net, output_channels: int, net_options=None, seed: int = 0):
-    """``(spec, generator)`` for ``net`` with ``output_channels`` outputs; ``seed`` (an int in
-    [0, 2^31)) seeds the weight initialisation through Keras' global seed."""
+def build_generator(net, output_channels: int, net_options=None, seed: int = 0,
+                    precision: str = "float32"):
+    """``(spec, generator)`` for ``net`` with ``output_channels`` outputs, computing in
+    ``precision`` (:mod:`tfdip.precision`); ``seed`` (an int in [0, 2^31)) seeds the weight
+    initialisation through Keras' global seed (the weights are float32 in every precision)."""
     keras.utils.set_random_seed(seed)
     spec = net_spec(net, output_channels, net_options)
-    return spec, spec.build()
+    with precision_policy(precision):
+        return spec, spec.build()
 
 
 def make_dip(observation, physics, recipe, *, net="skip", net_options=None, reference=None,
-             seed=0, chain=0, check_resources=True) -> DeepImagePrior:
+             seed=0, chain=0, check_resources=True, precision="float32",
+             jit_compile=False) -> DeepImagePrior:
     """The :class:`DeepImagePrior` of chain ``chain`` of a run seeded with ``seed``, for
     ``recipe`` (see :mod:`tfdip.recipes`), compiled with the recipe's optimizer for the optimizer
     methods. Its weights and optimizer noise come from the ``weights`` and ``sampler`` streams of
-    :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``."""
+    :func:`tfdip.seeds.chain_seeds` ``(seed, chain)``. ``precision`` is the generator's
+    (:mod:`tfdip.precision`); ``jit_compile`` compiles the steps with XLA."""
     seeds = chain_seeds(seed, chain)
     observation = np.asarray(observation, np.float32)
-    spec, generator = build_generator(net, observation.shape[-1], net_options, seeds.weights)
+    spec, generator = build_generator(net, observation.shape[-1], net_options, seeds.weights,
+                                      precision)
     dip = DeepImagePrior(
         generator, physics, observation, size_multiple=spec.size_multiple, min_size=spec.min_size,
         input_noise_std=recipe.input_noise_std, likelihood=recipe.likelihood,
@@ -97,7 +106,7 @@ def make_dip(observation, physics, recipe, *, net="skip", net_options=None, refe
     if check_resources:
         check_memory(generator, dip.z.shape, dip.image_shape)
     if recipe.method in OPTIMIZER_METHODS:
-        dip.compile(optimizer=recipe.optimizer(seed=seeds.sampler))
+        dip.compile(optimizer=recipe.optimizer(seed=seeds.sampler), jit_compile=jit_compile)
     return dip
 
 
@@ -184,7 +193,8 @@ class ChainRun:
 
 def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_options=None,
               reference=None, callbacks=(), log_every=None, checkpoints=None,
-              checkpoint_every=None, check_resources=True, verbose=0) -> ChainRun:
+              checkpoint_every=None, check_resources=True, verbose=0, precision="float32",
+              jit_compile=False) -> ChainRun:
     """Run chain ``chain`` of the run seeded with ``seed`` to ``recipe.iterations`` steps, or with
     an automatic budget until :class:`tfdip.stopping.AutoBudget` stops it (at most that many).
 
@@ -194,7 +204,8 @@ def run_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_
     """
     start = time.perf_counter()
     dip = make_dip(observation, physics, recipe, net=net, net_options=net_options,
-                   reference=reference, seed=seed, chain=chain, check_resources=check_resources)
+                   reference=reference, seed=seed, chain=chain, check_resources=check_resources,
+                   precision=precision, jit_compile=jit_compile)
     timer = StepTimer()
     extra = [timer, *callbacks]
     if recipe.is_auto:  # before the checkpoints: a step's decision is saved with its state

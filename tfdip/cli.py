@@ -138,6 +138,14 @@ def _add_restoration_options(parser):
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --checkpoint-dir (same image, task, "
                              "method, settings and seed); starts it if nothing was saved yet")
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"),
+                        default="float32",
+                        help="the network's compute precision (default float32); bfloat16 / "
+                             "float16 are mixed precision: weights, loss and sampler state stay "
+                             "float32, float16 scales the loss")
+    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False,
+                        help="compile the training steps with XLA (default --no-xla: slower on "
+                             "CPUs; try it on a GPU, see benchmarks/gpu_check.py)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,7 +306,8 @@ def cmd_restore(args) -> int:
         given = [flag for flag, value in (
             ("--export", args.export), ("--checkpoint-dir", args.checkpoint_dir),
             ("--checkpoint-every", args.checkpoint_every), ("--resume", args.resume),
-            ("--logdir", args.logdir)) if value]
+            ("--logdir", args.logdir), ("--precision", args.precision != "float32"),
+            ("--xla", args.xla)) if value]
         if given:
             raise TfdipError(f"{', '.join(given)} work with the optimizer methods (sgd, paper, "
                              f"sgld, psgld), not with --method {args.method}")
@@ -349,7 +358,8 @@ def _run_restore(restore, problem, args, callbacks):
                    reference=problem.reference, seed=args.seed, burn_in=args.burn_in,
                    thin=args.thin, chains=args.chains, callbacks=callbacks,
                    checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                   resume=args.resume, stop=args.stop, schedule=args.schedule)
+                   resume=args.resume, stop=args.stop, schedule=args.schedule,
+                   precision=args.precision, jit_compile=args.xla)
 
 
 def _net_options(channels: int) -> dict:

@@ -17,9 +17,10 @@ One training step (inside ``tf.function``), at step t with weights w_t:
    current ``s2`` and, after the weight update, ``s2`` is drawn from its conditional posterior given
    this step's residual (:mod:`tfdip.inference.noise`), so the noise level is sampled, not fixed;
 4. roll-back guard: if the loss is not finite, or the PSNR of ``A x_t`` against ``y`` fell more than
-   ``rollback_db`` below the last good value, the weights return to the last good ones and the step
-   is reported in ``rollbacks``; otherwise the optimizer applies the gradient (an Adam step, an
-   SGLD step, ...);
+   ``rollback_db`` below the last good value, the weights return to the last good ones, the
+   optimizer does not move (its step counter, moments and noise stream stay where they were) and
+   the step is reported in ``rollbacks``; otherwise the weights are kept as the last good ones and
+   the optimizer applies the gradient (an Adam step, an SGLD step, ...);
 5. ``ema <- d * ema + (1 - d) * x_t`` (exponential moving average of outputs, DIP's smoothing);
 6. from step ``sampling_start`` on (``burn_in``, or with ``burn_in="auto"`` the step at which
    :class:`tfdip.stopping.AutoBudget` found the loss stationary), every ``thin``-th good output is a
@@ -30,6 +31,14 @@ One training step (inside ``tf.function``), at step t with weights w_t:
    thinned record of all its samples in a fixed memory;
 7. with ``early_stop="wmv"``, the output enters ES-WMV's window (:mod:`tfdip.inference.wmv`),
    which keeps the output of smallest windowed variance.
+
+Precision: the generator may compute in bfloat16 or float16 (built under a mixed Keras policy,
+:mod:`tfdip.precision`); its output is cast to the weights' dtype (float32) before the loss, so the
+loss, the roll-back test, the EMA and the posterior moments are float32. With a float16 generator
+the optimizer is a ``LossScaleOptimizer``: the loss is scaled before the backward pass
+(``optimizer.scale_loss``) and the gradients unscaled before the update, so the Langevin drift is
+the true gradient. ``fit`` runs several steps per call of one ``tf.function`` (a ``tf.while_loop``),
+compiled with XLA when ``compile(jit_compile=True)``.
 
 All state (z, weights, optimizer moments, RNG states, EMA, moments, traced pixels and their
 values, step counter, and the automatic budget's decisions: start of sampling, recent losses,
@@ -50,9 +59,11 @@ import tensorflow as tf
 from tfdip.errors import TfdipError
 from tfdip.export import export_dip
 from tfdip.inference.budget import DRIFT_WINDOW
+from tfdip.inference.draws import standard_normal, xla_compiled
 from tfdip.inference.moments import RunningMoments
 from tfdip.inference.wmv import PATIENCE, WINDOW, WindowedVarianceTracker
 from tfdip.metrics import tf_psnr
+from tfdip.precision import with_loss_scaling
 from tfdip.seeds import chain_seeds
 
 LIKELIHOODS = ("mse", "gaussian")
@@ -65,6 +76,16 @@ STOP_REASONS = {0: None, 1: "rule met", 2: "cap reached"}
 def padded_size(size: int, multiple: int) -> int:
     """Smallest multiple of ``multiple`` that is >= ``size``."""
     return int(math.ceil(size / multiple) * multiple)
+
+
+def _hooks_batches(callback) -> bool:
+    """True for a callback that overrides a per-batch hook of training and does not declare
+    ``whole_calls = True`` (that it is fine with one hook call per call of several steps)."""
+    if getattr(callback, "whole_calls", False):
+        return False
+    return any(getattr(type(callback), hook) is not getattr(keras.callbacks.Callback, hook)
+               for hook in ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
+                            "on_train_batch_end"))
 
 
 def _copy(sources, targets):
@@ -106,8 +127,8 @@ class DeepImagePrior(keras.Model):
         noise_prior: a :class:`tfdip.inference.noise.NoiseVariancePrior` to sample the Gaussian
             likelihood's noise variance (it starts at ``likelihood_sigma^2``); None keeps it fixed.
 
-    Float variables (EMA, last output, trace, moments) take the generator's compute dtype, so a
-    float64 Keras policy runs in float64 throughout.
+    Float variables (EMA, last output, trace, moments) take the generator's variable dtype
+    (``state_dtype``): float32 under a mixed policy, float64 under a float64 policy.
     """
 
     def __init__(self, generator, physics, observation, *, size_multiple=1, min_size=1,
@@ -153,7 +174,7 @@ class DeepImagePrior(keras.Model):
         self.seeds = chain_seeds(seed, chain)
         self.seed, self.chain = self.seeds.seed, self.seeds.chain
         self.noise_prior = noise_prior
-        dtype = tf.as_dtype(generator.compute_dtype)
+        dtype = self.state_dtype = tf.as_dtype(generator.dtype_policy.variable_dtype)
 
         self.image_shape = tuple(int(s) for s in physics.image_shape(observation.shape))
         height, width, channels = self.image_shape
@@ -203,6 +224,8 @@ class DeepImagePrior(keras.Model):
         self.noise_variance = tf.Variable(tf.constant((likelihood_sigma or 0.0)**2, dtype),
                                           trainable=False, name="noise_variance")
         self.num_observed = physics.num_observed(observation.shape)
+        self.xla = False               # compile(jit_compile=...) chooses
+        self._compiled_steps = None    # the traced steps function (see _train_function)
 
     @property
     def metrics(self):
@@ -214,7 +237,11 @@ class DeepImagePrior(keras.Model):
         shape (N, H, W, C); ``self(self.z)`` is the run's output. BatchNorm always uses the
         statistics of the image (the generator runs in training mode whatever ``training``)."""
         del training
-        return self.crop(self.generator(inputs, training=True))
+        return self._output(inputs)
+
+    def _output(self, z):
+        """``crop(G(z))`` in ``state_dtype`` (the generator may compute in bfloat16 / float16)."""
+        return tf.cast(self.crop(self.generator(z, training=True)), self.state_dtype)
 
     def crop(self, x):
         """Centre crop of a generator output (N, Hp, Wp, C) to the image size (N, H, W, C)."""
@@ -232,27 +259,39 @@ class DeepImagePrior(keras.Model):
 
     # ------------------------------------------------------------------ training
     def train_step(self, data):
+        """One training step (the module docstring's steps 1-6); returns its logs."""
         del data
+        return self._logs(self._update())
+
+    def _update(self):
+        """Steps 1-6 of the module docstring on the model's variables; returns the PSNR (dB) of
+        ``A x_t`` against ``y``."""
         z = self.z
         if self.input_noise_std > 0:
-            z = z + self.input_noise_std * keras.random.normal(tf.shape(z), seed=self.jitter_seed)
+            z = z + self.input_noise_std * standard_normal(z.shape, self.jitter_seed.next(),
+                                                           z.dtype)
         weights = self.generator.trainable_variables
         with tf.GradientTape() as tape:
-            x_hat = self.crop(self.generator(z, training=True))
+            x_hat = self._output(z)
             loss = self._loss(x_hat)
-        grads = tape.gradient(loss, weights)
+            scaled_loss = self.optimizer.scale_loss(loss)  # the loss scale of float16, else loss
+        grads = tape.gradient(scaled_loss, weights)
 
         psnr_obs = tf_psnr(self.physics.forward(x_hat), self.y)
         good = tf.math.is_finite(loss) & tf.reduce_all(tf.math.is_finite(x_hat))
         if self.rollback_db is not None:
             good &= ~(psnr_obs < self.last_good_psnr - self.rollback_db)
-        good_f = tf.cast(good, loss.dtype)
 
-        # One copy of the weights per good step (into the shadow), one per roll-back (out of it).
-        tf.cond(good, lambda: _copy(weights, self.shadow), tf.no_op)
-        safe_grads = [tf.where(good, g, tf.zeros_like(g)) for g in grads]
-        self.optimizer.apply_gradients(zip(safe_grads, weights))
-        tf.cond(good, tf.no_op, lambda: _copy(self.shadow, weights))
+        def accept():  # these weights become the last good ones, then the optimizer moves
+            with tf.control_dependencies([_copy(weights, self.shadow)]):
+                self.optimizer.apply_gradients(zip(grads, weights))
+            return tf.constant(True)
+
+        def reject():
+            _copy(self.shadow, weights)
+            return tf.constant(False)
+
+        tf.cond(good, accept, reject)
         self.rollbacks.assign_add(1 - tf.cast(good, tf.int64))
         self.last_good_psnr.assign(tf.where(good, psnr_obs, self.last_good_psnr))
 
@@ -268,30 +307,35 @@ class DeepImagePrior(keras.Model):
         if self.noise_prior is not None:
             self._sample_noise_variance(x_hat, good)
         self.step.assign_add(1)
-        self.loss_tracker.update_state(tf.where(good, loss, 0.0), sample_weight=good_f)
+        self.loss_tracker.update_state(tf.where(good, loss, 0.0),
+                                       sample_weight=tf.cast(good, loss.dtype))
+        return psnr_obs
 
+    def _logs(self, psnr_obs):
+        """The logs after a step whose observation PSNR was ``psnr_obs``, read from the state."""
         logs = {"loss": self.loss_tracker.result(), "psnr_obs": psnr_obs,
-                "rollbacks": self.rollbacks}
+                "rollbacks": tf.identity(self.rollbacks)}
         if self.reference is not None:
-            logs["psnr"] = tf_psnr(x_safe, self.reference)
+            logs["psnr"] = tf_psnr(self.last_output, self.reference)
             if self.ema_decay is not None:
                 logs["psnr_ema"] = tf_psnr(self.ema, self.reference)
             if self.burn_in is not None:
                 logs["psnr_mean"] = tf.cond(
                     self.moments.count > 0,
                     lambda: tf_psnr(self.moments.mean[None], self.reference),
-                    lambda: tf.constant(0.0))
+                    lambda: tf.constant(0.0, self.state_dtype))
         if self.burn_in is not None:
-            logs["samples"] = self.moments.count
+            logs["samples"] = tf.identity(self.moments.count)
         if self.noise_prior is not None:
             logs["sigma"] = tf.sqrt(self.noise_variance)
         return logs
 
     def _sample_noise_variance(self, x_hat, good):
-        """Gibbs step for the noise variance: s2 ~ p(s2 | w_t, y), keyed on (seed, step)."""
+        """Gibbs step for the noise variance: s2 ~ p(s2 | w_t, y), keyed on (seed, step); drawn
+        by XLA with and without ``jit_compile`` (TFP's gamma sampler differs between the two)."""
         sse = tf.reduce_sum(tf.square(self.physics.residual(self.y, x_hat)))
         key = tf.stack([tf.constant(self.seeds.noise_level, tf.int64), self.step])
-        draw = self.noise_prior.sample(sse, self.num_observed, key)
+        draw = xla_compiled(self.noise_prior.sample)(sse, self.num_observed, key)
         self.noise_variance.assign(tf.where(good, tf.cast(draw, self.noise_variance.dtype),
                                             self.noise_variance))
 
@@ -360,8 +404,12 @@ class DeepImagePrior(keras.Model):
         ``min(iterations, 100)``) and after the last step: that is the granularity of History,
         callbacks' ``on_epoch_end`` and progress. A callback with an integer attribute
         ``step_interval`` gets ``on_step_interval(step)`` after every step of the run that is a
-        multiple of it (checkpoints at any interval); the steps in between run back to back
-        without reading anything back to the host. A callback that sets ``stop_training`` in
+        multiple of it (checkpoints at any interval); the steps in between run back to back,
+        several per call of the compiled function, without reading anything back to the host.
+        ``on_train_batch_begin`` / ``end`` then come once per call (batch indices of its first
+        and last step, as Keras' ``steps_per_execution``), unless a callback hooks them without
+        declaring ``whole_calls = True``: then every step is its own call. The first step of a
+        model runs alone (it traces the function). A callback that sets ``stop_training`` in
         ``on_step_interval`` ends the run at that step. The step counter continues across calls, so
         ``fit`` twice for n steps equals once for 2n.
         """
@@ -381,6 +429,7 @@ class DeepImagePrior(keras.Model):
             callbacks, add_history=True, add_progbar=verbose != 0, model=self,
             verbose=verbose, epochs=-(-end // log_every), steps=log_every)
         self.stop_training = False
+        one_per_call = any(_hooks_batches(c) for c in callback_list.callbacks)
         callback_list.on_train_begin()
         logs = {}
         while step < end and not self.stop_training:
@@ -390,11 +439,12 @@ class DeepImagePrior(keras.Model):
             callback_list.on_epoch_begin(epoch)
             while step < epoch_end and not self.stop_training:
                 stop = min([epoch_end] + [(step // n + 1) * n for n in intervals])
-                for batch in range(step - epoch * log_every, stop - epoch * log_every):
-                    callback_list.on_train_batch_begin(batch)
-                    logs = self._train_function()
-                    callback_list.on_train_batch_end(batch, logs)
-                step = stop
+                while step < stop:
+                    steps = 1 if one_per_call or self._compiled_steps is None else stop - step
+                    callback_list.on_train_batch_begin(step - epoch * log_every)
+                    logs = self._train_function(tf.constant(steps, tf.int32))
+                    step += steps
+                    callback_list.on_train_batch_end(step - 1 - epoch * log_every, logs)
                 for callback in callbacks:
                     interval = getattr(callback, "step_interval", None)
                     if interval and step % int(interval) == 0:
@@ -405,10 +455,19 @@ class DeepImagePrior(keras.Model):
 
     @property
     def _train_function(self):
-        """``train_step`` compiled once with ``tf.function`` (no input: the data is z and y)."""
-        if getattr(self, "_compiled_step", None) is None:
-            self._compiled_step = tf.function(lambda: self.train_step(None))
-        return self._compiled_step
+        """``steps -> logs``: ``steps`` (an int32 scalar tensor >= 1) training steps in a
+        ``tf.while_loop`` inside one ``tf.function`` (XLA-compiled with ``jit_compile``), traced
+        once; returns the logs of the last step."""
+        if self._compiled_steps is None:
+            def run(steps):
+                _, psnr_obs = tf.while_loop(
+                    lambda i, _: i < steps, lambda i, _: (i + 1, self._update()),
+                    (tf.constant(0, tf.int32), tf.constant(0.0, self.state_dtype)))
+                return self._logs(psnr_obs)
+
+            self._compiled_steps = tf.function(
+                run, jit_compile=self.xla, input_signature=[tf.TensorSpec([], tf.int32)])
+        return self._compiled_steps
 
     def _build_optimizer(self):
         if self.optimizer is None:
@@ -416,9 +475,19 @@ class DeepImagePrior(keras.Model):
         if not self.optimizer.built:
             self.optimizer.build(self.generator.trainable_variables)
 
-    def compile(self, optimizer="adam", **kwargs):
-        super().compile(optimizer=optimizer, **kwargs)
-        self._compiled_step = None  # the next fit traces train_step with this optimizer
+    def compile(self, optimizer="adam", *, jit_compile=False, **kwargs):
+        """Keras' ``compile`` with XLA chosen explicitly: ``jit_compile`` is True or False (never
+        Keras' ``"auto"``, which turns XLA on whenever a GPU is visible). A float16 generator
+        gets its optimizer wrapped in a dynamic ``LossScaleOptimizer`` (:mod:`tfdip.precision`)."""
+        if not isinstance(jit_compile, bool):
+            raise TfdipError(f"jit_compile must be True or False, got {jit_compile!r}")
+        optimizer = with_loss_scaling(optimizer, self.generator)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        if self.jit_compile != jit_compile:
+            raise TfdipError("XLA (jit_compile=True) is not supported for this network; "
+                             "use jit_compile=False")
+        self.xla = jit_compile
+        self._compiled_steps = None  # the next fit traces the steps with this optimizer
 
     def restored(self, which="last"):
         """The restoration as an (H, W, C) NumPy array: ``"last"`` (G(z) at the current weights),

@@ -19,6 +19,7 @@ from tfdip.checkpoints import RunCheckpoints, run_settings
 from tfdip.errors import TfdipError, TfdipWarning
 from tfdip.inference import RunningMoments, chain_diagnostics, combine
 from tfdip.mcmc_restore import run_mcmc_chain
+from tfdip.precision import check_precision
 from tfdip.recipes import MCMC_METHODS, make_recipe
 from tfdip.seeds import chain_seeds
 
@@ -59,7 +60,8 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
             chains=1, input_noise_std=None, log_every=None, callbacks=None, verbose=0,
             checkpoint_dir=None, checkpoint_every=None, resume=False,
             check_resources=True, noise="fixed", max_iterations=None,
-            budget=None, stop=None, schedule="constant") -> Restoration:
+            budget=None, stop=None, schedule="constant", precision="float32",
+            jit_compile=False) -> Restoration:
     """Restore ``observation`` (h, w, C) degraded by ``physics`` with ``method``.
 
     ``chains`` independent chains (chain ``k`` as :func:`restore_chain` runs it alone) are
@@ -94,12 +96,21 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     ``noise="sampled"`` (``sgld`` and ``psgld`` only) samples the likelihood's noise level with the
     weights instead of fixing it (:mod:`tfdip.inference.noise`).
 
+    ``precision`` (``"float32"``, ``"bfloat16"`` or ``"float16"``) is the generator's compute
+    precision (:mod:`tfdip.precision`: weights, loss and sampler state stay float32; float16 scales
+    the loss). ``jit_compile=True`` compiles the training steps with XLA (default False: on this
+    project's CPUs XLA was slower, ``benchmarks/results/speed.md``; Keras' "auto" is never used).
+
     The MCMC methods (``mala``, ``ula``) run each chain as one TFP graph: they refuse
-    ``callbacks``, ``log_every``, ``input_noise_std`` and the checkpoint options.
+    ``callbacks``, ``log_every``, ``input_noise_std``, the checkpoint options, a precision other
+    than float32 and ``jit_compile``.
     """
     if isinstance(chains, bool) or not isinstance(chains, (int, np.integer)) or chains < 1:
         raise TfdipError(f"chains must be a whole number >= 1, got {chains!r}")
     chain_seeds(seed)  # a bad seed fails here, before any file is written
+    check_precision(precision)
+    if not isinstance(jit_compile, bool):
+        raise TfdipError(f"jit_compile must be True or False, got {jit_compile!r}")
     recipe = make_recipe(method, physics.name, iterations=iterations, learning_rate=learning_rate,
                          burn_in=burn_in, thin=thin, sigma=physics.sigma,
                          input_noise_std=input_noise_std, noise=noise,
@@ -113,7 +124,8 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     if method in MCMC_METHODS:
         _refuse_for_mcmc(method, callbacks=callbacks, log_every=log_every,
                          input_noise_std=input_noise_std, checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=checkpoint_every, resume=resume)
+                         checkpoint_every=checkpoint_every, resume=resume,
+                         precision=precision != "float32", jit_compile=jit_compile)
         return restore_mcmc(observation, physics, recipe, chains=chains, **run)
     start = time.perf_counter()
     checkpoint_every = _checkpoint_interval(recipe, checkpoint_dir, checkpoint_every)
@@ -124,7 +136,8 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
         extra = callbacks(chain) if callable(callbacks) else list(callbacks or [])
         runs.append(run_chain(observation, physics, recipe, chain=chain, reference=reference,
                               callbacks=extra, log_every=log_every, checkpoints=checkpoints,
-                              checkpoint_every=checkpoint_every, verbose=verbose, **run))
+                              checkpoint_every=checkpoint_every, verbose=verbose,
+                              precision=precision, jit_compile=jit_compile, **run))
     return pool_chains([run.result() for run in runs], recipe, seed=seed,
                        seconds=time.perf_counter() - start, models=[run.model for run in runs])
 
@@ -132,7 +145,7 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
 def restore_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", net_options=None,
                   reference=None, callbacks=(), log_every=None, checkpoint_dir=None,
                   checkpoint_every=None, resume=False, check_resources=True,
-                  verbose=0) -> ChainResult:
+                  verbose=0, precision="float32", jit_compile=False) -> ChainResult:
     """Run chain ``chain`` of the run seeded with ``seed`` alone and return it as a picklable
     :class:`ChainResult`; ``recipe`` is an optimizer method's (:func:`tfdip.recipes.make_recipe`).
 
@@ -143,6 +156,7 @@ def restore_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", 
     the run (its settings in ``run.json``, chain k's checkpoints in ``chain<k>``); with
     ``resume=True`` the chain continues from its newest checkpoint, or starts when it has none.
     Several chains of one run may run at the same time on one folder with ``resume=True``.
+    ``precision`` and ``jit_compile`` are :func:`restore`'s.
     """
     if recipe.method in MCMC_METHODS:
         raise TfdipError(f"restore_chain runs the optimizer methods (sgd, paper, sgld, psgld); "
@@ -156,7 +170,8 @@ def restore_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", 
                      net_options=net_options, reference=reference, callbacks=list(callbacks),
                      log_every=log_every, checkpoints=checkpoints,
                      checkpoint_every=checkpoint_every, check_resources=check_resources,
-                     verbose=verbose).result()
+                     verbose=verbose, precision=check_precision(precision),
+                     jit_compile=jit_compile).result()
 
 
 def restore_mcmc(observation, physics, recipe, *, chains=1, seed=0, net="skip", net_options=None,

@@ -23,7 +23,7 @@ from tfdip.restoration import restore
 MINI = dict(channels_down=(8, 8), channels_up=(8, 8), channels_skip=(2, 2))
 SIGMA = 0.1
 # Small rules so that a 16x16 run decides within a few hundred steps.
-RULES = BudgetRules(check_every=10, window=40, num_batches=4, min_rows=10, threshold=0.3)
+RULES = BudgetRules(check_every=10, window=40, num_batches=4, min_rows=30, threshold=0.4)
 
 
 def _noisy():
@@ -32,7 +32,7 @@ def _noisy():
 
 
 def _auto(**extra):
-    return dict(method="psgld", iterations="auto", max_iterations=600, budget=RULES, thin=1,
+    return dict(method="psgld", iterations="auto", max_iterations=1500, budget=RULES, thin=1,
                 net_options=MINI, seed=3, **extra)
 
 
@@ -52,7 +52,7 @@ def test_auto_run_starts_sampling_after_the_drift_and_stops_by_the_rule():
     record = _Outputs()
     result = restore(noisy, Denoising(SIGMA), callbacks=[record], **_auto())
     chain = result.budget["chains"][0]
-    assert chain["reason"] == "rule met" and chain["stopped_at"] == result.iterations < 600
+    assert chain["reason"] == "rule met" and chain["stopped_at"] == result.iterations < 1500
     outputs = np.stack(record.outputs)
     assert len(outputs) == result.iterations
     # The loss of step t is -log p(y | x_t) = ||x_t - y||^2 / (2 sigma^2) + const.
@@ -68,14 +68,16 @@ def test_auto_run_starts_sampling_after_the_drift_and_stops_by_the_rule():
     index = result.models[0].trace_index.numpy()
     flat = samples.reshape(len(samples), -1)[:, index]
     assert monte_carlo_error([flat]).median_ratio < RULES.threshold
-    assert monte_carlo_error([flat[:-10]]).median_ratio >= RULES.threshold or len(flat) - 10 < 10
+    assert (len(flat) - 10 < RULES.min_rows
+            or monte_carlo_error([flat[:-10]]).median_ratio >= RULES.threshold)
     assert result.diagnostics["mc_error_ratio"] == pytest.approx(
         monte_carlo_error([flat]).median_ratio, rel=1e-6)
     report = json.loads(json.dumps(restoration_report(result, task="denoising", chains=1,
                                                       observation=noisy)))
     assert report["budget"]["chains"][0] == dict(chain, chain=0, steps=result.iterations)
     assert report["iterations"] == result.iterations
-    assert report["mc_error_cost_db"] == pytest.approx(monte_carlo_error([flat]).cost_db)
+    cost = monte_carlo_error([flat]).cost_db  # infinite when a pixel's ESS is 0: null in JSON
+    assert report["mc_error_cost_db"] == (pytest.approx(cost) if np.isfinite(cost) else None)
 
 
 def test_interrupted_auto_run_resumes_to_the_same_decisions_and_result(tmp_path):

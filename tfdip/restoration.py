@@ -262,13 +262,14 @@ def pool_chains(results, recipe, *, seed, seconds=None, models=()) -> Restoratio
     if seconds is None:
         seconds = sum(r.seconds for r in results)
     budget = _budget_summary(results, recipe, diagnostics) if recipe.is_auto else None
+    timed = [r.seconds_per_iteration for r in results if np.isfinite(r.seconds_per_iteration)]
     return Restoration(
         image=np.clip(image, 0.0, 1.0), last=np.clip(first.last, 0.0, 1.0),
         ema=None if first.ema is None else np.clip(first.ema, 0.0, 1.0), std=std,
         samples=samples, diagnostics=diagnostics, method=recipe.method,
         iterations=max(r.steps for r in results) if recipe.is_auto else recipe.iterations,
         seed=seed, seconds=seconds,
-        seconds_per_iteration=float(np.nanmean([r.seconds_per_iteration for r in results])),
+        seconds_per_iteration=float(np.mean(timed)) if timed else float("nan"),  # nan: no step ran
         rollbacks=int(sum(r.rollbacks for r in results)), history=[r.history for r in results],
         models=list(models), budget=budget, early_stop=first.early_stop)
 

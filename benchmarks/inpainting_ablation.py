@@ -55,7 +55,15 @@ ROWS = {
     "psgld_6000": ("psgld", {"iterations": 6000}, None),
     "psgld_sampled": ("psgld", {"noise": "sampled"}, None),
     "psgld_sampled_jitter": ("psgld", {"noise": "sampled", "input_noise_std": 0.03}, None),
+    "psgld_lr3e-3": ("psgld", {"learning_rate": 3e-3}, None),
+    "psgld_lr1e-2": ("psgld", {"learning_rate": 1e-2}, None),
+    "psgld_lr1e-2_jitter": ("psgld", {"learning_rate": 1e-2, "input_noise_std": 0.03}, None),
+    "psgld_lr1e-2_sampled": ("psgld", {"learning_rate": 1e-2, "noise": "sampled"}, None),
+    "psgld_lr1e-2_sampled_jitter": ("psgld", {"learning_rate": 1e-2, "noise": "sampled",
+                                              "input_noise_std": 0.03}, None),
+    "psgld_lr2e-2_jitter": ("psgld", {"learning_rate": 2e-2, "input_noise_std": 0.03}, None),
     "sgd": ("sgd", {}, None),
+    "sgd_3000": ("sgd", {"iterations": 3000}, None),
     "paper": ("paper", {}, None),
 }
 

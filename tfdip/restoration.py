@@ -273,9 +273,10 @@ def _budget_summary(results, recipe, diagnostics) -> dict:
     (:class:`TfdipWarning`) when a chain stopped at the cap before the rule held."""
     capped = [r.chain for r in results if r.budget["reason"] == "cap reached"]
     if capped:
-        ratio = diagnostics.get("mc_error_ratio")
-        now = "" if ratio is None else (f" (it is {ratio:.2f}, costing about "
-                                        f"{diagnostics['mc_error_cost_db']:.2f} dB)")
+        ratio, cost = diagnostics.get("mc_error_ratio"), diagnostics.get("mc_error_cost_db")
+        # The cost is None (infinite) while some traced pixel has no effective sample yet.
+        cost = "" if cost is None else f", costing about {cost:.2f} dB"
+        now = "" if ratio is None else f" (it is {ratio:.2f}{cost})"
         warnings.warn(f"chain(s) {', '.join(map(str, capped))} reached the cap of "
                       f"{recipe.iterations} steps before the Monte Carlo error of the mean fell "
                       f"below {recipe.budget.threshold:g} of the posterior std{now}; raise "

@@ -18,7 +18,7 @@ output folder, named after the input file (``name``, ``name-2``, ... when names 
 An item's *settings* are everything its result depends on: the content (SHA-256) of its input,
 mask and reference files, the task and noise level, the resolved recipe (method, iterations or
 the automatic budget's cap and rules, step size and its schedule, burn-in, thinning, stopping
-rule, ...), the net, its compute precision, the seed and the number of chains. Their hash marks a
+rule, ...), the net, its compute precision (when not float32), the seed and the number of chains. Their hash marks a
 finished item: a rerun skips an item whose report carries the same hash. XLA compilation
 (``jit_compile``) is not among them: like the number of threads, it changes the floats only.
 """
@@ -108,13 +108,18 @@ class Item:
     jit_compile: bool = False
 
     def settings(self) -> dict:
-        """Everything the item's result depends on, JSON-ready (file contents as SHA-256)."""
-        return {
+        """Everything the item's result depends on, JSON-ready (file contents as SHA-256). The
+        precision is named when it is not float32 only, so that items finished in float32 before
+        it was a batch option keep their hash."""
+        settings = {
             "input": _file_digest(self.input), "mask": _file_digest(self.mask),
             "reference": _file_digest(self.reference), "task": self.task, "sigma": self.sigma,
             "factor": self.factor, "recipe": dataclasses.asdict(self.recipe), "seed": self.seed,
-            "chains": self.chains, "net_options": self.net_options, "precision": self.precision,
+            "chains": self.chains, "net_options": self.net_options,
         }
+        if self.precision != "float32":
+            settings["precision"] = self.precision
+        return settings
 
 
 

@@ -18,9 +18,10 @@ output folder, named after the input file (``name``, ``name-2``, ... when names 
 An item's *settings* are everything its result depends on: the content (SHA-256) of its input,
 mask and reference files, the task and noise level, the resolved recipe (method, iterations or
 the automatic budget's cap and rules, step size and its schedule, burn-in, thinning, stopping
-rule, ...), the net, its compute precision (when not float32), the seed and the number of chains. Their hash marks a
-finished item: a rerun skips an item whose report carries the same hash. XLA compilation
-(``jit_compile``) is not among them: like the number of threads, it changes the floats only.
+rule, ...), the net, its compute precision (when not float32), the seed and the number of
+chains. Their hash marks a finished item: a rerun skips an item whose report carries the same
+hash. XLA compilation (``jit_compile``) is not among them: like the number of threads, it changes
+the floats only.
 """
 from __future__ import annotations
 

@@ -88,7 +88,8 @@ def _iterations(text):
 
 
 def _add_method_options(parser):
-    """How to restore: the method, its schedule, the net and the seed (single image and batch)."""
+    """How to restore: the method, its budget and step-size schedule, the net, the seed and the
+    compute precision (single image and batch)."""
     parser.add_argument("--method", choices=METHODS, default="psgld",
                         help="psgld (default): preconditioned Langevin on the weights, posterior "
                              "mean and std; sgd: the DIP baseline (early stopping); paper: the "
@@ -108,13 +109,6 @@ def _add_method_options(parser):
     parser.add_argument("--checkpoint-every", type=_positive_int,
                         help="steps between checkpoints, any number >= 1 (default: a tenth of "
                              "the run); a checkpoint is also saved when each chain ends")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _add_restoration_options(parser):
-    """The single-image commands' options: the method options and where the outputs go."""
-    parser.add_argument("-o", "--out", required=True, help="restored image (.png/.jpg/.tif/.npy)")
-    _add_method_options(parser)
     parser.add_argument("--stop", choices=("wmv",),
                         help="sgd only: stop by ES-WMV (Wang et al. 2023: the smallest windowed "
                              "variance of the iterates, window 100, patience 1000) and keep that "
@@ -127,6 +121,21 @@ def _add_restoration_options(parser):
     parser.add_argument("--max-iterations", type=_positive_int,
                         help="--iterations auto: the most steps per chain (default 10000); a run "
                              "that reaches it says so")
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"),
+                        default="float32",
+                        help="the network's compute precision (default float32); bfloat16 / "
+                             "float16 are mixed precision: weights, loss and sampler state stay "
+                             "float32, float16 scales the loss")
+    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False,
+                        help="compile the training steps with XLA (default --no-xla: slower on "
+                             "CPUs; try it on a GPU, see benchmarks/gpu_check.py)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_restoration_options(parser):
+    """The single-image commands' options: the method options and where the outputs go."""
+    parser.add_argument("-o", "--out", required=True, help="restored image (.png/.jpg/.tif/.npy)")
+    _add_method_options(parser)
     parser.add_argument("--reference", help="clean image, to report PSNR / SSIM")
     parser.add_argument("--report", help="write a JSON report here")
     parser.add_argument("--std-out", help="colour-mapped posterior std map (.png)")
@@ -138,14 +147,6 @@ def _add_restoration_options(parser):
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --checkpoint-dir (same image, task, "
                              "method, settings and seed); starts it if nothing was saved yet")
-    parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"),
-                        default="float32",
-                        help="the network's compute precision (default float32); bfloat16 / "
-                             "float16 are mixed precision: weights, loss and sampler state stay "
-                             "float32, float16 scales the loss")
-    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False,
-                        help="compile the training steps with XLA (default --no-xla: slower on "
-                             "CPUs; try it on a GPU, see benchmarks/gpu_check.py)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "local processes or a Ray cluster")
     batch.add_argument("input", help="folder of images, or a manifest (.csv or .jsonl) with the "
                                      "columns input, mask, reference, sigma, factor, task, method, "
-                                     "iterations, seed (all but input optional)")
+                                     "iterations (a number or auto), max_iterations, stop, "
+                                     "schedule, seed (all but input optional; a value overrides "
+                                     "the option for its item)")
     batch.add_argument("-o", "--out", required=True,
                        help="output folder (created): one folder per item, summary.csv/.md")
     batch.add_argument("--task", choices=("denoise", "inpaint", "superres"),
@@ -291,6 +294,7 @@ def cmd_restore(args) -> int:
     from tfdip.errors import TfdipError
     from tfdip.outputs import restoration_report, write_restoration
     from tfdip.problem import load_problem
+    from tfdip.recipes import refuse_for_mcmc
     from tfdip.restoration import restore
 
     _check_outputs(images=(args.out, args.std_out), report=args.report, npy=args.std_npy)
@@ -302,15 +306,10 @@ def cmd_restore(args) -> int:
         check_export_target(args.export)
         if args.chains > 1:
             raise TfdipError("--export saves one chain's network; use it with --chains 1")
-    if args.method in ("mala", "ula"):
-        given = [flag for flag, value in (
-            ("--export", args.export), ("--checkpoint-dir", args.checkpoint_dir),
-            ("--checkpoint-every", args.checkpoint_every), ("--resume", args.resume),
-            ("--logdir", args.logdir), ("--precision", args.precision != "float32"),
-            ("--xla", args.xla)) if value]
-        if given:
-            raise TfdipError(f"{', '.join(given)} work with the optimizer methods (sgd, paper, "
-                             f"sgld, psgld), not with --method {args.method}")
+    refuse_for_mcmc(args.method, {
+        "--export": args.export, "--checkpoint-dir": args.checkpoint_dir,
+        "--checkpoint-every": args.checkpoint_every, "--resume": args.resume,
+        "--logdir": args.logdir, "--precision": args.precision != "float32", "--xla": args.xla})
     for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--resume", args.resume)):
         if value and not args.checkpoint_dir:
             raise TfdipError(f"{flag} needs --checkpoint-dir, the folder of the run's checkpoints")
@@ -368,6 +367,8 @@ def _net_options(channels: int) -> dict:
 
 
 def _print_summary(report) -> None:
+    from tfdip.outputs import stopping_notes
+
     steps = f"{report['iterations']} steps, " if report.get("iterations") else ""
     line = [f"{report['task']} ({report['method']}, {steps}{report['seconds']:.1f} s)"]
     if "psnr" in report:
@@ -376,13 +377,7 @@ def _print_summary(report) -> None:
             line.append(f"(observation {report['psnr_observed']:.2f} dB)")
     if report.get("verdict"):
         line.append(f"sampler: {report['verdict']}")
-    for chain in (report.get("budget") or {}).get("chains", []):
-        where = "" if len(report["budget"]["chains"]) == 1 else f"chain {chain['chain']}: "
-        line.append(f"{where}burn-in ended at step {chain['burn_in_end']}, stopped at step "
-                    f"{chain['stopped_at']} ({chain['reason']})")
-    stop = report.get("early_stop")
-    if stop:
-        line.append(f"ES-WMV kept step {stop['best_step']} ({stop['reason']})")
+    line.extend(stopping_notes(report))
     if report.get("rollbacks"):
         line.append(f"{report['rollbacks']} roll-back(s) to the last good weights "
                     f"(PSNR collapse or non-finite loss)")
@@ -402,14 +397,12 @@ def cmd_batch(args) -> int:
     for option, value in (ray_only if args.engine == "local" else local_only).items():
         if value is not None:
             raise TfdipError(f"{option} does not apply to --engine {args.engine}")
-    if args.checkpoint_every and args.method in ("mala", "ula"):
-        raise TfdipError(f"--checkpoint-every works with the optimizer methods (sgd, paper, sgld, "
-                         f"psgld), not with --method {args.method}")
     defaults = Defaults(
         task=args.task, sigma=args.sigma, mask=args.mask, factor=args.factor, method=args.method,
-        iterations=args.iterations, learning_rate=args.lr, burn_in=args.burn_in, thin=args.thin,
+        iterations=args.iterations, max_iterations=args.max_iterations, stop=args.stop,
+        schedule=args.schedule, learning_rate=args.lr, burn_in=args.burn_in, thin=args.thin,
         seed=args.seed, chains=args.chains, net_options=_net_options(args.channels),
-        checkpoint_every=args.checkpoint_every)
+        checkpoint_every=args.checkpoint_every, precision=args.precision, jit_compile=args.xla)
     items = read_items(args.input, defaults)
     os.makedirs(args.out, exist_ok=True)
     engine = _batch_engine(args)

@@ -88,3 +88,19 @@ def restoration_report(result, *, task: str, chains: int, observation, reference
 
             report["calibration"] = uncertainty_report(result.image, result.std, reference)
     return report
+
+
+def stopping_notes(report: dict) -> list[str]:
+    """How a run's length was decided, from its :func:`restoration_report`: per chain of an
+    automatic budget the step burn-in ended, the step it stopped and why (``"rule met"`` or
+    ``"cap reached"``), and ES-WMV's kept step and why it ended; empty for a fixed budget."""
+    notes = []
+    chains = (report.get("budget") or {}).get("chains", [])
+    for chain in chains:
+        where = "" if len(chains) == 1 else f"chain {chain['chain']}: "
+        notes.append(f"{where}burn-in ended at step {chain['burn_in_end']}, stopped at step "
+                     f"{chain['stopped_at']} ({chain['reason']})")
+    stop = report.get("early_stop")
+    if stop:
+        notes.append(f"ES-WMV kept step {stop['best_step']} ({stop['reason']})")
+    return notes

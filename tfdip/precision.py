@@ -35,6 +35,14 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def check_jit_compile(jit_compile) -> bool:
+    """``jit_compile`` if it is True or False (never Keras' ``"auto"``), else a one-line
+    :class:`TfdipError`."""
+    if not isinstance(jit_compile, bool):
+        raise TfdipError(f"jit_compile must be True or False, got {jit_compile!r}")
+    return jit_compile
+
+
 @contextlib.contextmanager
 def precision_policy(precision: str):
     """Within the block, layers are built with ``precision``'s Keras policy; the global policy

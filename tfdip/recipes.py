@@ -202,6 +202,16 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
         noise=noise, budget=budget, stop=stop, schedule=schedule)
 
 
+def refuse_for_mcmc(method: str, options: dict) -> None:
+    """Refuse, for a TFP MCMC ``method`` (``mala``, ``ula``: each chain runs as one graph), the
+    ``options`` (name -> value) that only the optimizer methods have and that were given (truthy)."""
+    given = [name for name, value in options.items() if value]
+    if given and method in MCMC_METHODS:
+        raise TfdipError(f"{', '.join(given)} work{'s' * (len(given) == 1)} with the optimizer "
+                         f"methods ({', '.join(OPTIMIZER_METHODS)}), not with method {method}, "
+                         f"which runs each chain as one graph")
+
+
 def _whole_steps(name, value) -> int:
     """``value`` as a whole number of steps >= 1 (else a one-line error)."""
     if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():

@@ -19,8 +19,8 @@ from tfdip.checkpoints import RunCheckpoints, run_settings
 from tfdip.errors import TfdipError, TfdipWarning
 from tfdip.inference import RunningMoments, chain_diagnostics, combine
 from tfdip.mcmc_restore import run_mcmc_chain
-from tfdip.precision import check_precision
-from tfdip.recipes import MCMC_METHODS, make_recipe
+from tfdip.precision import check_jit_compile, check_precision
+from tfdip.recipes import MCMC_METHODS, make_recipe, refuse_for_mcmc
 from tfdip.seeds import chain_seeds
 
 
@@ -28,7 +28,8 @@ from tfdip.seeds import chain_seeds
 class Restoration:
     """The outcome of :func:`restore`. Arrays are (H, W, C) float32 in [0, 1].
 
-    ``iterations`` is the steps run (the longest chain's, with an automatic budget); ``budget``
+    ``iterations`` is the steps run (the longest chain's, with an automatic budget or ES-WMV,
+    which may stop before their cap); ``budget``
     (automatic budget only) says per chain when burn-in ended and why sampling stopped, and the
     rules and cap it ran under (:func:`pool_chains`)."""
 
@@ -109,8 +110,7 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
         raise TfdipError(f"chains must be a whole number >= 1, got {chains!r}")
     chain_seeds(seed)  # a bad seed fails here, before any file is written
     check_precision(precision)
-    if not isinstance(jit_compile, bool):
-        raise TfdipError(f"jit_compile must be True or False, got {jit_compile!r}")
+    check_jit_compile(jit_compile)
     recipe = make_recipe(method, physics.name, iterations=iterations, learning_rate=learning_rate,
                          burn_in=burn_in, thin=thin, sigma=physics.sigma,
                          input_noise_std=input_noise_std, noise=noise,
@@ -122,10 +122,10 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     observation = np.asarray(observation, np.float32)
     run = dict(net=net, net_options=net_options, seed=seed, check_resources=check_resources)
     if method in MCMC_METHODS:
-        _refuse_for_mcmc(method, callbacks=callbacks, log_every=log_every,
-                         input_noise_std=input_noise_std, checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=checkpoint_every, resume=resume,
-                         precision=precision != "float32", jit_compile=jit_compile)
+        refuse_for_mcmc(method, dict(callbacks=callbacks, log_every=log_every,
+                                     input_noise_std=input_noise_std, checkpoint_dir=checkpoint_dir,
+                                     checkpoint_every=checkpoint_every, resume=resume,
+                                     precision=precision != "float32", jit_compile=jit_compile))
         return restore_mcmc(observation, physics, recipe, chains=chains, **run)
     start = time.perf_counter()
     checkpoint_every = _checkpoint_interval(recipe, checkpoint_dir, checkpoint_every)
@@ -171,7 +171,7 @@ def restore_chain(observation, physics, recipe, *, chain=0, seed=0, net="skip", 
                      log_every=log_every, checkpoints=checkpoints,
                      checkpoint_every=checkpoint_every, check_resources=check_resources,
                      verbose=verbose, precision=check_precision(precision),
-                     jit_compile=jit_compile).result()
+                     jit_compile=check_jit_compile(jit_compile)).result()
 
 
 def restore_mcmc(observation, physics, recipe, *, chains=1, seed=0, net="skip", net_options=None,
@@ -196,13 +196,6 @@ def _checkpoint_interval(recipe, checkpoint_dir, checkpoint_every):
         raise TfdipError(f"checkpoint_every must be a whole number of steps >= 1, got "
                          f"{checkpoint_every!r}")
     return int(checkpoint_every)
-
-
-def _refuse_for_mcmc(method, **options) -> None:
-    given = [name for name, value in options.items() if value]
-    if given:
-        raise TfdipError(f"{', '.join(given)} work with the optimizer methods (sgd, paper, sgld, "
-                         f"psgld), not with method {method}, which runs each chain as one graph")
 
 
 def _open_checkpoints(observation, physics, recipe, net, net_options, seed, checkpoint_dir,
@@ -267,7 +260,8 @@ def pool_chains(results, recipe, *, seed, seconds=None, models=()) -> Restoratio
         image=np.clip(image, 0.0, 1.0), last=np.clip(first.last, 0.0, 1.0),
         ema=None if first.ema is None else np.clip(first.ema, 0.0, 1.0), std=std,
         samples=samples, diagnostics=diagnostics, method=recipe.method,
-        iterations=max(r.steps for r in results) if recipe.is_auto else recipe.iterations,
+        iterations=(max(r.steps for r in results) if recipe.is_auto or recipe.stop
+                    else recipe.iterations),
         seed=seed, seconds=seconds,
         seconds_per_iteration=float(np.mean(timed)) if timed else float("nan"),  # nan: no step ran
         rollbacks=int(sum(r.rollbacks for r in results)), history=[r.history for r in results],
@@ -279,9 +273,10 @@ def _budget_summary(results, recipe, diagnostics) -> dict:
     (:class:`TfdipWarning`) when a chain stopped at the cap before the rule held."""
     capped = [r.chain for r in results if r.budget["reason"] == "cap reached"]
     if capped:
-        ratio = diagnostics.get("mc_error_ratio")
-        now = "" if ratio is None else (f" (it is {ratio:.2f}, costing about "
-                                        f"{diagnostics['mc_error_cost_db']:.2f} dB)")
+        ratio, cost = diagnostics.get("mc_error_ratio"), diagnostics.get("mc_error_cost_db")
+        # The cost is None (infinite) while some traced pixel has no effective sample yet.
+        cost = "" if cost is None else f", costing about {cost:.2f} dB"
+        now = "" if ratio is None else f" (it is {ratio:.2f}{cost})"
         warnings.warn(f"chain(s) {', '.join(map(str, capped))} reached the cap of "
                       f"{recipe.iterations} steps before the Monte Carlo error of the mean fell "
                       f"below {recipe.budget.threshold:g} of the posterior std{now}; raise "

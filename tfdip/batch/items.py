@@ -3,16 +3,25 @@
 A manifest is a CSV file with a header, or JSON lines (``.jsonl`` / ``.json``: one object per
 line), with the columns
 
-    input (required), mask, reference, sigma, factor, task, method, iterations, seed
+    input (required), mask, reference, sigma, factor, task, method, iterations, max_iterations,
+    stop, schedule, seed
 
-relative paths being relative to the manifest's folder. A missing or empty value takes the
-batch's default (its command-line option). Each item gets its own output folder, named after the
-input file (``name``, ``name-2``, ... when names repeat).
+relative paths being relative to the manifest's folder; ``iterations`` is a whole number or
+``auto`` (the automatic budget, capped at ``max_iterations``), ``stop`` is ``wmv`` (ES-WMV, sgd
+only) and ``schedule`` a Langevin step-size schedule (:data:`tfdip.recipes.SCHEDULES`). A missing
+or empty value takes the batch's default (its command-line option); the item's options are then
+checked together as :func:`tfdip.recipes.make_recipe` checks them, so a batch-wide option that
+does not apply to an item (``--max-iterations`` for an item with a number of iterations,
+``--stop wmv`` for a sampling item, ...) is refused, naming its line. Each item gets its own
+output folder, named after the input file (``name``, ``name-2``, ... when names repeat).
 
 An item's *settings* are everything its result depends on: the content (SHA-256) of its input,
-mask and reference files, the task and noise level, the resolved recipe (method, iterations,
-step size, burn-in, thinning, ...), the net, the seed and the number of chains. Their hash marks a
-finished item: a rerun skips an item whose report carries the same hash.
+mask and reference files, the task and noise level, the resolved recipe (method, iterations or
+the automatic budget's cap and rules, step size and its schedule, burn-in, thinning, stopping
+rule, ...), the net, its compute precision (when not float32), the seed and the number of
+chains. Their hash marks a finished item: a rerun skips an item whose report carries the same
+hash. XLA compilation (``jit_compile``) is not among them: like the number of threads, it changes
+the floats only.
 """
 from __future__ import annotations
 
@@ -23,27 +32,40 @@ import json
 from pathlib import Path
 
 from tfdip.errors import TfdipError
+from tfdip.precision import check_jit_compile, check_precision
 from tfdip.problem import TASKS, check_task_options, sigma01
-from tfdip.recipes import MCMC_METHODS, METHODS, make_recipe
+from tfdip.recipes import METHODS, make_recipe, refuse_for_mcmc
 
 #: Image files a folder input picks up.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".npy")
+#: A column of steps that may also say "auto" (the automatic budget).
+STEPS_OR_AUTO = "steps or auto"
 MANIFEST_COLUMNS = {"input": str, "mask": str, "reference": str, "sigma": float, "factor": int,
-                    "task": str, "method": str, "iterations": int, "seed": int}
+                    "task": str, "method": str, "iterations": STEPS_OR_AUTO,
+                    "max_iterations": int, "stop": str, "schedule": str, "seed": int}
 _PATH_COLUMNS = ("input", "mask", "reference")
 
 
 @dataclasses.dataclass(frozen=True)
 class Defaults:
     """The batch-wide settings (the command-line options); a manifest overrides the per-item ones
-    (task, sigma, mask, factor, method, iterations, seed)."""
+    (task, sigma, mask, factor, method, iterations, max_iterations, stop, schedule, seed).
+
+    ``iterations`` (a number or ``"auto"``), ``max_iterations``, ``budget`` (the automatic
+    budget's :class:`tfdip.inference.budget.BudgetRules`), ``stop`` and ``schedule`` are
+    :func:`tfdip.recipes.make_recipe`'s; ``precision`` and ``jit_compile`` are
+    :func:`tfdip.restore`'s (optimizer methods only)."""
 
     task: str | None = None
     sigma: float | None = None
     mask: str | None = None
     factor: int | None = None
     method: str = "psgld"
-    iterations: int | None = None
+    iterations: int | str | None = None
+    max_iterations: int | None = None
+    budget: object = None
+    stop: str | None = None
+    schedule: str = "constant"
     learning_rate: float | None = None
     burn_in: int | None = None
     thin: int | None = None
@@ -51,6 +73,8 @@ class Defaults:
     chains: int = 1
     net_options: dict = dataclasses.field(default_factory=dict)
     checkpoint_every: int | None = None
+    precision: str = "float32"
+    jit_compile: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +88,7 @@ class Item:
         task: ``denoise``, ``inpaint`` or ``superres``; sigma: noise std on 0..255 (or None);
         factor: super-resolution factor (or None).
         recipe: the resolved :class:`tfdip.recipes.Recipe`; seed, chains, net_options,
-        checkpoint_every: as for :func:`tfdip.restore`.
+        checkpoint_every, precision, jit_compile: as for :func:`tfdip.restore`.
     """
 
     index: int
@@ -81,15 +105,22 @@ class Item:
     chains: int
     net_options: dict
     checkpoint_every: int | None
+    precision: str = "float32"
+    jit_compile: bool = False
 
     def settings(self) -> dict:
-        """Everything the item's result depends on, JSON-ready (file contents as SHA-256)."""
-        return {
+        """Everything the item's result depends on, JSON-ready (file contents as SHA-256). The
+        precision is named when it is not float32 only, so that items finished in float32 before
+        it was a batch option keep their hash."""
+        settings = {
             "input": _file_digest(self.input), "mask": _file_digest(self.mask),
             "reference": _file_digest(self.reference), "task": self.task, "sigma": self.sigma,
             "factor": self.factor, "recipe": dataclasses.asdict(self.recipe), "seed": self.seed,
             "chains": self.chains, "net_options": self.net_options,
         }
+        if self.precision != "float32":
+            settings["precision"] = self.precision
+        return settings
 
 
 
@@ -218,6 +249,10 @@ def _json_rows(path: Path):
 
 def _typed(key, value, where):
     kind = MANIFEST_COLUMNS[key]
+    if kind is STEPS_OR_AUTO:
+        if value == "auto":
+            return value
+        kind = int
     if kind is str:
         if not isinstance(value, str):
             raise TfdipError(f"{where}: {key} must be text, got {value!r}")
@@ -229,8 +264,10 @@ def _typed(key, value, where):
     except (TypeError, ValueError):
         number = None
     if number is None:
-        raise TfdipError(f"{where}: {key} must be {'a whole number' if kind is int else 'a number'}"
-                         f", got {value!r}")
+        expected = "a number" if kind is float else "a whole number"
+        if MANIFEST_COLUMNS[key] is STEPS_OR_AUTO:
+            expected += " or 'auto'"
+        raise TfdipError(f"{where}: {key} must be {expected}, got {value!r}")
     return number
 
 
@@ -246,11 +283,16 @@ def _item(index, line, row, defaults: Defaults) -> Item:
     factor = row.get("factor", defaults.factor)
     check_task_options(task, sigma=sigma, mask=mask, factor=factor)
     recipe = make_recipe(method, TASKS[task], iterations=row.get("iterations", defaults.iterations),
+                         max_iterations=row.get("max_iterations", defaults.max_iterations),
+                         budget=defaults.budget, stop=row.get("stop", defaults.stop),
+                         schedule=row.get("schedule", defaults.schedule),
                          learning_rate=defaults.learning_rate, burn_in=defaults.burn_in,
                          thin=defaults.thin, sigma=sigma01(sigma or 0.0))
-    if defaults.checkpoint_every and method in MCMC_METHODS:
-        raise TfdipError(f"--checkpoint-every works with the optimizer methods (sgd, paper, sgld, "
-                         f"psgld), not with method {method}; leave it out or change the method")
+    check_precision(defaults.precision)
+    check_jit_compile(defaults.jit_compile)
+    refuse_for_mcmc(method, {"--checkpoint-every": defaults.checkpoint_every,
+                             "--precision": defaults.precision != "float32",
+                             "--xla": defaults.jit_compile})
     if defaults.chains > 1 and not recipe.is_bayesian:
         raise TfdipError(f"several chains need a sampling method (paper, sgld, psgld, mala, ula), "
                          f"not {method}")
@@ -258,7 +300,8 @@ def _item(index, line, row, defaults: Defaults) -> Item:
                 reference=row.get("reference"), task=task, sigma=sigma, factor=factor,
                 recipe=recipe, seed=row.get("seed", defaults.seed), chains=defaults.chains,
                 net_options=dict(defaults.net_options),
-                checkpoint_every=defaults.checkpoint_every)
+                checkpoint_every=defaults.checkpoint_every, precision=defaults.precision,
+                jit_compile=defaults.jit_compile)
 
 
 def _unique_name(stem: str, taken: set) -> str:

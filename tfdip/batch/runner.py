@@ -20,6 +20,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
@@ -27,7 +28,8 @@ from pathlib import Path
 from tfdip import io
 from tfdip.batch.items import settings_hash
 from tfdip.batch.summary import failed_row, ok_row, write_summary
-from tfdip.batch.work import Job, failure_line
+from tfdip.batch.work import Job, failure_line, planned_steps
+from tfdip.errors import TfdipWarning
 from tfdip.outputs import restoration_report, write_restoration
 from tfdip.problem import load_problem
 from tfdip.recipes import MCMC_METHODS
@@ -214,7 +216,7 @@ def _start(item, paths, settings):
     try:
         paths["log"].parent.mkdir(parents=True, exist_ok=True)
         _log(paths["log"], f"start {item.input} ({item.task}, {item.recipe.method}, "
-                           f"{item.recipe.iterations} steps, {item.chains} chain(s), seed "
+                           f"{planned_steps(item.recipe)}, {item.chains} chain(s), seed "
                            f"{item.seed}; settings {settings_hash(settings)})")
         _keep_matching_checkpoints(paths, settings_hash(settings))
         problem = load_problem(item.input, item.task, sigma=item.sigma, mask=item.mask,
@@ -235,7 +237,8 @@ def _jobs(state) -> list:
                 reference=problem.reference, recipe=item.recipe, seed=item.seed, chains=chains,
                 total_chains=item.chains, net_options=item.net_options,
                 checkpoint_dir=None if mcmc else str(state.paths["checkpoints"]),
-                checkpoint_every=item.checkpoint_every, log_path=str(state.paths["log"]))
+                checkpoint_every=item.checkpoint_every, log_path=str(state.paths["log"]),
+                precision=item.precision, jit_compile=item.jit_compile)
             for chains in groups]
     state.jobs_left = len(jobs)
     return jobs
@@ -287,8 +290,12 @@ def _finalise(state) -> dict:
     if state.error is not None:
         return failed_row(item, state.error)
     try:
-        result = (state.results if isinstance(state.results, Restoration)
-                  else pool_chains(state.results, item.recipe, seed=item.seed))
+        with warnings.catch_warnings(record=True) as caught:  # e.g. a binding cap: into the log
+            warnings.simplefilter("always", TfdipWarning)
+            result = (state.results if isinstance(state.results, Restoration)
+                      else pool_chains(state.results, item.recipe, seed=item.seed))
+        for warning in caught:
+            _log(paths["log"], f"warning: {warning.message}")
         write_restoration(result, problem.observed, paths["image"], std_png=paths["std_png"],
                           std_npy=paths["std_npy"])
         io.write_image(paths["last_npy"], result.last)

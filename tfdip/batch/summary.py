@@ -3,9 +3,12 @@
 ``summary.csv`` (machine-readable) and ``summary.md`` (a table) hold, per item: ``input``,
 ``name`` (its output folder), ``status`` (``ok`` or ``failed``), ``error`` (one line),
 ``psnr`` / ``ssim`` / ``coverage_2std`` (when a reference was given; the coverage is the
-fraction of pixels whose error is within two posterior stds), ``samples``, ``rhat_max`` and
-``seconds``. The last two rows hold the mean and the sample std (n - 1) of every numeric column
-over the items that have a value.
+fraction of pixels whose error is within two posterior stds), ``samples``, ``iterations`` (the
+steps run: the longest chain's when an automatic budget or ES-WMV stopped it before its cap),
+``rhat_max``, ``seconds`` and ``stop`` (how a run that stops by itself ended, as the single-image
+commands print it: per chain the step burn-in ended, the step it stopped and why, ``rule met`` or
+``cap reached``; ES-WMV's kept step; empty for a fixed number of iterations). The last two rows
+hold the mean and the sample std (n - 1) of every numeric column over the items that have a value.
 """
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ import math
 import numpy as np
 
 from tfdip import io
+from tfdip.outputs import stopping_notes
 
 COLUMNS = ("input", "name", "status", "error", "psnr", "ssim", "coverage_2std", "samples",
-           "rhat_max", "seconds")
-NUMERIC = ("psnr", "ssim", "coverage_2std", "samples", "rhat_max", "seconds")
+           "iterations", "rhat_max", "seconds", "stop")
+NUMERIC = ("psnr", "ssim", "coverage_2std", "samples", "iterations", "rhat_max", "seconds")
 
 
 def ok_row(item, report: dict) -> dict:
@@ -28,7 +32,8 @@ def ok_row(item, report: dict) -> dict:
     return {"input": item.input, "name": item.name, "status": "ok", "error": "",
             "psnr": report.get("psnr"), "ssim": report.get("ssim"),
             "coverage_2std": calibration.get("coverage_2std"), "samples": report.get("samples"),
-            "rhat_max": report.get("rhat_max"), "seconds": report.get("seconds")}
+            "iterations": report.get("iterations"), "rhat_max": report.get("rhat_max"),
+            "seconds": report.get("seconds"), "stop": "; ".join(stopping_notes(report))}
 
 
 def failed_row(item, error: str) -> dict:
@@ -63,28 +68,33 @@ def _csv(rows, mean, std) -> str:
     for row in rows:
         writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
     for label, values in (("mean", mean), ("std", std)):
-        writer.writerow([label, "", "", ""] + ["" if values[c] is None else values[c]
-                                               for c in NUMERIC])
+        writer.writerow([label if c == "input" else "" if values.get(c) is None else values[c]
+                         for c in COLUMNS])
     return buffer.getvalue()
 
 
 def _markdown(rows, mean, std) -> str:
     failed = sum(row["status"] == "failed" for row in rows)
     lines = [f"# Batch summary: {len(rows) - failed} ok, {failed} failed", "",
-             "| input | status | error | PSNR (dB) | SSIM | 2-std coverage | samples | R-hat max "
-             "| seconds |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| input | status | error | PSNR (dB) | SSIM | 2-std coverage | samples | steps "
+             "| R-hat max | seconds | stop |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
-        error = (row["error"] or "").replace("|", "\\|")
-        lines.append(f"| {row['input']} | {row['status']} | {error} | " + _cells(row))
+        error, stop = (_escaped(row[c]) for c in ("error", "stop"))
+        lines.append(f"| {row['input']} | {row['status']} | {error} | {_cells(row)} {stop} |")
     for label, values in (("mean", mean), ("std", std)):
-        lines.append(f"| **{label}** | | | " + _cells(values))
+        lines.append(f"| **{label}** | | | {_cells(values)} |")
     lines += ["", "Mean and std (n - 1) over the items with a value; PSNR, SSIM and coverage "
-                  "need a reference."]
+                  "need a reference. Steps: those run (a run that stops by itself may end before "
+                  "its cap); stop: how it ended."]
     return "\n".join(lines) + "\n"
+
+
+def _escaped(text) -> str:
+    return (text or "").replace("|", "\\|")
 
 
 def _cells(values) -> str:
     formats = {"psnr": "{:.2f}", "ssim": "{:.4f}", "coverage_2std": "{:.3f}", "samples": "{:.0f}",
-               "rhat_max": "{:.3f}", "seconds": "{:.1f}"}
+               "iterations": "{:.0f}", "rhat_max": "{:.3f}", "seconds": "{:.1f}"}
     return " | ".join("" if values[c] is None else formats[c].format(float(values[c]))
                       for c in NUMERIC) + " |"

@@ -41,6 +41,7 @@ class Job:
         log_path: the item's log file, or None.
         threads: TensorFlow intra- and inter-op threads of the worker process (set before
             TensorFlow starts; a worker that already runs keeps its setting), or None.
+        precision, jit_compile: as for :func:`tfdip.restoration.restore_chain`.
     """
 
     name: str
@@ -56,6 +57,8 @@ class Job:
     checkpoint_every: int | None = None
     log_path: str | None = None
     threads: int | None = None
+    precision: str = "float32"
+    jit_compile: bool = False
 
 
 @dataclasses.dataclass
@@ -105,7 +108,7 @@ def _run(job: Job, log):
     recipe = job.recipe
     if recipe.method in MCMC_METHODS:
         log.write(f"{_now()} {job.name}: {recipe.method}, {len(job.chains)} chain(s) sampled "
-                  f"one graph each, {recipe.iterations} steps\n")
+                  f"one graph each, {planned_steps(recipe)}\n")
         return restore_mcmc(job.observation, job.physics, recipe, net_options=job.net_options,
                             seed=job.seed, chains=len(job.chains))
     results = []
@@ -117,29 +120,41 @@ def _run(job: Job, log):
             results.append(restore_chain(
                 job.observation, job.physics, recipe, chain=chain, seed=job.seed,
                 net_options=job.net_options, reference=job.reference,
-                callbacks=[StepLog(log, f"chain {chain + 1}/{job.total_chains}",
-                                   recipe.iterations)],
+                callbacks=[StepLog(log, f"chain {chain + 1}/{job.total_chains}", recipe)],
                 checkpoint_dir=job.checkpoint_dir, checkpoint_every=job.checkpoint_every,
-                resume=job.checkpoint_dir is not None))
+                resume=job.checkpoint_dir is not None, precision=job.precision,
+                jit_compile=job.jit_compile))
     return results
+
+
+def planned_steps(recipe: Recipe) -> str:
+    """The length of a run of ``recipe`` in words: ``"3000 steps"``, or the cap of a run that
+    stops by itself (``"at most 10000 steps (automatic budget)"``, ``"... (ES-WMV)"``)."""
+    if recipe.is_auto:
+        return f"at most {recipe.iterations} steps (automatic budget)"
+    if recipe.stop:
+        return f"at most {recipe.iterations} steps (ES-WMV)"
+    return f"{recipe.iterations} steps"
 
 
 class StepLog(keras.callbacks.Callback):
     """One line per logged step on ``stream``, e.g.
-    ``chain 1/2 step 300/3000  loss 512.3  PSNR(obs) 20.11 dB  PSNR 27.02 dB  0.041 s/it``."""
+    ``chain 1/2 step 300/3000  loss 512.3  PSNR(obs) 20.11 dB  PSNR 27.02 dB  0.041 s/it``
+    (the total is the cap of a run that stops by itself), for a run of ``recipe``."""
 
-    def __init__(self, stream, prefix: str, total_steps: int):
+    def __init__(self, stream, prefix: str, recipe: Recipe):
         super().__init__()
         self.stream = stream
         self.prefix = prefix
-        self.total = int(total_steps)
+        self.total = int(recipe.iterations)
+        self.planned = planned_steps(recipe)
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
         self.start_step = int(self.model.step.numpy())
         how = (f"resumed from the checkpoint at step {self.start_step}" if self.start_step
                else "started")
-        self.stream.write(f"{_now()} {self.prefix} {how}, {self.total} steps\n")
+        self.stream.write(f"{_now()} {self.prefix} {how}, {self.planned}\n")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -157,7 +172,8 @@ class StepLog(keras.callbacks.Callback):
         self.stream.write("  ".join(parts) + "\n")
 
     def on_train_end(self, logs=None):
-        self.stream.write(f"{_now()} {self.prefix} finished\n")
+        self.stream.write(f"{_now()} {self.prefix} finished at step "
+                          f"{int(self.model.step.numpy())}\n")
 
 
 def _now() -> str:

@@ -58,10 +58,10 @@ STEPS = {"sgd": 2000, "psgld": 3000}
 
 # row -> (method, restore() keyword arguments, likelihood sigma or None for the default)
 ROWS = {
-    "psgld": ("psgld", {}, None),
-    "psgld_lr1e-2": ("psgld", {"learning_rate": 1e-2}, None),
-    "psgld_jitter": ("psgld", {"input_noise_std": 0.03}, None),
-    "psgld_sampled": ("psgld", {"noise": "sampled"}, None),
+    "psgld": ("psgld", {}, None),  # today's default for noise-free observations (lr 2e-2, jitter)
+    "psgld_former": ("psgld", {"learning_rate": 1e-3, "input_noise_std": 0.0}, None),
+    "psgld_lr1e-2_jitter": ("psgld", {"learning_rate": 1e-2, "input_noise_std": 0.03}, None),
+    "psgld_sampled": ("psgld", {"noise": "sampled", "input_noise_std": 0.0}, None),
     "sgd": ("sgd", {}, None),
     "sgd_3000": ("sgd", {"iterations": 3000}, None),
 }

@@ -44,6 +44,24 @@ def test_noise_prior_needs_the_gaussian_likelihood_and_a_langevin_method():
         make_recipe("psgld", "inpainting", noise="guessed")
 
 
+@pytest.mark.parametrize("task, sigma, noise, learning_rate, jitter", [
+    ("inpainting", None, "fixed", 2e-2, 0.03),        # noise-free: larger steps, DIP's jitter
+    ("superresolution", 0.0, "fixed", 2e-2, 0.03),
+    ("inpainting", None, "sampled", 2e-2, 0.0),       # a sampled level reads the misfit: no jitter
+    ("inpainting", 0.05, "fixed", 1e-3, 0.0),         # noisy observations: the denoising defaults
+    ("denoising", 0.1, "fixed", 1e-3, 0.0),
+])
+def test_psgld_defaults_for_noise_free_and_noisy_observations(task, sigma, noise, learning_rate,
+                                                              jitter):
+    recipe = make_recipe("psgld", task, sigma=sigma, noise=noise)
+    assert (recipe.learning_rate, recipe.input_noise_std) == (learning_rate, jitter)
+    assert recipe.likelihood_sigma == (sigma or 0.01)
+    # given values win; the other methods keep theirs
+    assert make_recipe("psgld", task, sigma=sigma, learning_rate=1e-4,
+                       input_noise_std=0.0).input_noise_std == 0.0
+    assert make_recipe("sgld", task, sigma=sigma).input_noise_std == 0.0
+
+
 SIZE, CHANNELS, PRIOR_SIGMA = 16, 3, 1.0
 
 
@@ -103,3 +121,47 @@ def test_noise_free_data_drives_the_noise_level_to_its_floor():
     s2 = s2[len(s2) // 2:]
     assert np.all(s2 >= QUANTISATION_SIGMA**2 * (1 - 1e-6))
     assert np.mean(s2 < 1.5 * QUANTISATION_SIGMA**2) > 0.9
+
+
+class _WeightTrace(keras.callbacks.Callback):
+    """The generator's kernel after every ``step_interval``-th step."""
+
+    step_interval = 5
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator, self.trace = generator, []
+
+    def on_step_interval(self, step):
+        self.trace.append(self.generator.weights[0].numpy().reshape(-1))
+
+
+def test_noise_free_data_with_a_fixed_sigma_give_the_gaussian_posterior_around_the_interpolant():
+    # The default for noise-free observations keeps the likelihood sigma fixed (NOISE_FREE_SIGMA):
+    # on the linear model the posterior is then N(m, S), S = (Z^T Z / sigma^2 + I / p^2)^-1,
+    # m = S Z^T y / sigma^2: centred on the noise-free weights, with a spread proportional to
+    # sigma. The chain starts at m (pSGLD's drift, about lr / 2 per weight and step, would take
+    # thousands of steps to get there) and must keep that spread: without the noise it would stay
+    # put, with sigma twice as large its stds would double.
+    sigma = make_recipe("psgld", "inpainting").likelihood_sigma
+    generator, z, y = _linear_problem(noise_sigma=0.0)
+    design = z.reshape(-1, CHANNELS).astype(np.float64)
+    covariance = np.linalg.inv(design.T @ design / sigma**2 + np.eye(CHANNELS) / PRIOR_SIGMA**2)
+    mean = covariance @ design.T @ y.reshape(-1) / sigma**2
+    np.testing.assert_allclose(mean, [2.0, -1.0, 1.5], atol=1e-3)  # the noise-free weights
+    generator.weights[0].assign(mean.reshape(1, 1, CHANNELS, 1).astype(np.float32))
+    dip = DeepImagePrior(generator, Denoising(sigma), y, likelihood="gaussian",
+                         likelihood_sigma=sigma, ema_decay=None, rollback_db=None, seed=3)
+    dip.z.assign(z[None].astype(np.float32))
+    dip.compile(optimizer=PSGLD(learning_rate=1e-3, prior_sigma=PRIOR_SIGMA, seed=5))
+    trace = _WeightTrace(generator)
+    dip.fit(6000, callbacks=[trace])
+    # In the posterior's principal axes: means within 4 Monte Carlo errors (batch means); stds
+    # from 0.9 to 1.45 times the closed form (pSGLD without its Gamma term runs a little wide).
+    eigenvalues, axes = np.linalg.eigh(covariance)
+    projected = (np.array(trace.trace[100:], np.float64) - mean) @ axes
+    batches = projected[: len(projected) // 10 * 10].reshape(10, -1, CHANNELS).mean(axis=1)
+    mc_error = batches.std(axis=0, ddof=1) / np.sqrt(10)
+    assert np.all(np.abs(projected.mean(axis=0)) < 4 * mc_error)
+    ratio = projected.std(axis=0) / np.sqrt(eigenvalues)
+    assert np.all((ratio > 0.9) & (ratio < 1.45)), ratio

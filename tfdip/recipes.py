@@ -9,7 +9,9 @@ Methods (reference.md section 3):
             outputs after burn-in (35% of the run), a sample every iterations/400 steps.
 ``sgld``    textbook SGLD (Welling & Teh) on the Gaussian likelihood with the known sigma and a
             N(0, 1) weight prior.
-``psgld``   preconditioned SGLD (Li et al. 2016, TFP's update) on the same posterior.
+``psgld``   preconditioned SGLD (Li et al. 2016, TFP's update) on the same posterior. On noise-free
+            observations (inpainting, super-resolution with sigma 0) it takes 20x larger steps
+            and DIP's input jitter (``NOISE_FREE_PSGLD_LEARNING_RATE``).
 ``mala``, ``ula``  TFP MCMC kernels over the weights (see :mod:`tfdip.inference.mcmc`).
 
 ``iterations="auto"`` (for ``paper``, ``sgld`` and ``psgld``; not yet their default: on one 64x64
@@ -63,6 +65,13 @@ DECAY_START, DECAY_STEPS = 4.0, 3000
 # Noise level of the Gaussian likelihood for noise-free tasks (inpainting, super-resolution), and
 # the starting value of a sampled noise level.
 NOISE_FREE_SIGMA = 0.01
+# psgld on noise-free observations: a step 20x the denoising one, and DIP's input jitter. The
+# likelihood (sigma 0.01) is then sharp enough that the pSGLD drift, 0.5 lr per weight and step
+# whatever the gradient's scale, is what sets how fast the known pixels are fitted: at lr 1e-3
+# the chain was still far from them after 3000 steps. On 64x64 inpainting crops (boat) the
+# posterior mean went from 30.27 dB (lr 1e-3, no jitter) to 30.97 (lr 1e-2), 31.97 (lr 1e-2 and
+# jitter 0.03) and 32.14 (lr 2e-2 and jitter); benchmarks/results/inpainting_ablation.md.
+NOISE_FREE_PSGLD_LEARNING_RATE = 2e-2
 NOISE_MODES = ("fixed", "sampled")
 
 
@@ -167,7 +176,13 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
             raise TfdipError(f"{' and '.join(given)} (--max-iterations) apply to iterations "
                              f"'auto' (the automatic budget), not to a fixed number of iterations")
         iterations = _whole_steps("iterations", iterations)
-    learning_rate = DEFAULT_LEARNING_RATE[method] if learning_rate is None else float(learning_rate)
+    # The noise-free defaults of psgld (see NOISE_FREE_PSGLD_LEARNING_RATE). A sampled noise level
+    # keeps no jitter by default: it reads the misfit, which the jitter inflates.
+    noise_free_psgld = method == "psgld" and task != "denoising" and not sigma
+    if learning_rate is None:
+        learning_rate = (NOISE_FREE_PSGLD_LEARNING_RATE if noise_free_psgld
+                         else DEFAULT_LEARNING_RATE[method])
+    learning_rate = float(learning_rate)
     if not learning_rate > 0:
         raise TfdipError(f"the learning rate must be > 0, got {learning_rate}")
     bayesian = method != "sgd"
@@ -193,7 +208,8 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
     if noise == "sampled" and method not in ("sgld", "psgld"):
         raise TfdipError(f"a sampled noise level needs a Langevin optimizer (sgld, psgld), not {method}")
     if input_noise_std is None:
-        input_noise_std = 0.0 if langevin else INPUT_NOISE[task]
+        jitter = not langevin or noise_free_psgld and noise == "fixed"
+        input_noise_std = INPUT_NOISE[task] if jitter else 0.0
     return Recipe(
         method=method, iterations=iterations, learning_rate=learning_rate,
         likelihood="gaussian" if langevin else "mse", likelihood_sigma=likelihood_sigma,

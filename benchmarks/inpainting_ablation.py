@@ -46,11 +46,12 @@ IMAGES = ("barbara", "boat", "cameraman", "couple", "fingerprint", "hill", "hous
 MASK_SEED = 1000
 KEEP = 0.5
 
-# The psgld recipe the ablation started from (the default until it: step 1e-3, no input jitter).
-FORMER = {"learning_rate": 1e-3, "input_noise_std": 0.0}
+# The psgld recipe the ablation started from (the default until it: constant step 1e-3, no input
+# jitter).
+FORMER = {"learning_rate": 1e-3, "schedule": "constant", "input_noise_std": 0.0}
 # row -> (method, restore() keyword arguments, likelihood sigma or None for the default). The
-# psgld rows change FORMER one or two settings at a time; psgld_lr2e-2_jitter is today's default
-# for noise-free observations (tfdip.recipes.NOISE_FREE_PSGLD_LEARNING_RATE).
+# psgld rows change FORMER one or two settings at a time; psgld_decay1e-2_jitter is today's
+# default for noise-free observations (tfdip.recipes.NOISE_FREE_PSGLD_LEARNING_RATE).
 ROWS = {
     "psgld_lr1e-3": ("psgld", FORMER, None),
     "psgld_jitter": ("psgld", {**FORMER, "input_noise_std": 0.03}, None),
@@ -64,17 +65,20 @@ ROWS = {
                              None),
     "psgld_lr3e-3": ("psgld", {**FORMER, "learning_rate": 3e-3}, None),
     "psgld_lr1e-2": ("psgld", {**FORMER, "learning_rate": 1e-2}, None),
-    "psgld_lr1e-2_jitter": ("psgld", {"learning_rate": 1e-2, "input_noise_std": 0.03}, None),
+    "psgld_lr1e-2_jitter": ("psgld", {**FORMER, "learning_rate": 1e-2,
+                                      "input_noise_std": 0.03}, None),
     "psgld_lr1e-2_sampled": ("psgld", {**FORMER, "learning_rate": 1e-2, "noise": "sampled"},
                              None),
-    "psgld_lr1e-2_sampled_jitter": ("psgld", {"learning_rate": 1e-2, "noise": "sampled",
-                                              "input_noise_std": 0.03}, None),
-    "psgld_lr2e-2_jitter": ("psgld", {"learning_rate": 2e-2, "input_noise_std": 0.03}, None),
-    "psgld_lr4e-2_jitter": ("psgld", {"learning_rate": 4e-2, "input_noise_std": 0.03}, None),
-    "psgld_decay1e-2_jitter": ("psgld", {"learning_rate": 1e-2, "schedule": "decay",
-                                         "input_noise_std": 0.03}, None),
-    "psgld_cyclical2e-2_jitter": ("psgld", {"learning_rate": 2e-2, "schedule": "cyclical",
-                                            "input_noise_std": 0.03}, None),
+    "psgld_lr1e-2_sampled_jitter": ("psgld", {**FORMER, "learning_rate": 1e-2,
+                                              "noise": "sampled", "input_noise_std": 0.03}, None),
+    "psgld_lr2e-2_jitter": ("psgld", {**FORMER, "learning_rate": 2e-2,
+                                      "input_noise_std": 0.03}, None),
+    "psgld_lr4e-2_jitter": ("psgld", {**FORMER, "learning_rate": 4e-2,
+                                      "input_noise_std": 0.03}, None),
+    "psgld_decay1e-2_jitter": ("psgld", {}, None),
+    "psgld_cyclical2e-2_jitter": ("psgld", {**FORMER, "learning_rate": 2e-2,
+                                            "schedule": "cyclical", "input_noise_std": 0.03},
+                                  None),
     "sgd": ("sgd", {}, None),
     "sgd_3000": ("sgd", {"iterations": 3000}, None),
     "paper": ("paper", {}, None),

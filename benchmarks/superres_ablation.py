@@ -58,9 +58,11 @@ STEPS = {"sgd": 2000, "psgld": 3000}
 
 # row -> (method, restore() keyword arguments, likelihood sigma or None for the default)
 ROWS = {
-    "psgld": ("psgld", {}, None),  # today's default for noise-free observations (lr 2e-2, jitter)
-    "psgld_former": ("psgld", {"learning_rate": 1e-3, "input_noise_std": 0.0}, None),
-    "psgld_lr1e-2_jitter": ("psgld", {"learning_rate": 1e-2, "input_noise_std": 0.03}, None),
+    "psgld": ("psgld", {}, None),  # today's noise-free default (decreasing step from 4e-2, jitter)
+    "psgld_former": ("psgld", {"learning_rate": 1e-3, "schedule": "constant",
+                              "input_noise_std": 0.0}, None),
+    "psgld_lr2e-2_jitter": ("psgld", {"learning_rate": 2e-2, "schedule": "constant",
+                                      "input_noise_std": 0.03}, None),
     "psgld_sampled": ("psgld", {"noise": "sampled", "input_noise_std": 0.0}, None),
     "sgd": ("sgd", {}, None),
     "sgd_3000": ("sgd", {"iterations": 3000}, None),

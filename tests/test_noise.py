@@ -44,22 +44,26 @@ def test_noise_prior_needs_the_gaussian_likelihood_and_a_langevin_method():
         make_recipe("psgld", "inpainting", noise="guessed")
 
 
-@pytest.mark.parametrize("task, sigma, noise, learning_rate, jitter", [
-    ("inpainting", None, "fixed", 2e-2, 0.03),        # noise-free: larger steps, DIP's jitter
-    ("superresolution", 0.0, "fixed", 2e-2, 0.03),
-    ("inpainting", None, "sampled", 2e-2, 0.0),       # a sampled level reads the misfit: no jitter
-    ("inpainting", 0.05, "fixed", 1e-3, 0.0),         # noisy observations: the denoising defaults
-    ("denoising", 0.1, "fixed", 1e-3, 0.0),
+@pytest.mark.parametrize("task, sigma, noise, learning_rate, schedule, jitter", [
+    # noise-free: larger, decreasing steps and DIP's jitter
+    ("inpainting", None, "fixed", 1e-2, "decay", 0.03),
+    ("superresolution", 0.0, "fixed", 1e-2, "decay", 0.03),
+    ("inpainting", None, "sampled", 1e-2, "decay", 0.0),  # a sampled level reads the misfit
+    ("inpainting", 0.05, "fixed", 1e-3, "constant", 0.0),  # noisy: the denoising defaults
+    ("denoising", 0.1, "fixed", 1e-3, "constant", 0.0),
 ])
 def test_psgld_defaults_for_noise_free_and_noisy_observations(task, sigma, noise, learning_rate,
-                                                              jitter):
+                                                              schedule, jitter):
     recipe = make_recipe("psgld", task, sigma=sigma, noise=noise)
-    assert (recipe.learning_rate, recipe.input_noise_std) == (learning_rate, jitter)
+    assert (recipe.learning_rate, recipe.schedule, recipe.input_noise_std) == (
+        learning_rate, schedule, jitter)
     assert recipe.likelihood_sigma == (sigma or 0.01)
     # given values win; the other methods keep theirs
     assert make_recipe("psgld", task, sigma=sigma, learning_rate=1e-4,
                        input_noise_std=0.0).input_noise_std == 0.0
-    assert make_recipe("sgld", task, sigma=sigma).input_noise_std == 0.0
+    assert make_recipe("psgld", task, sigma=sigma, schedule="constant").schedule == "constant"
+    other = make_recipe("sgld", task, sigma=sigma)
+    assert (other.input_noise_std, other.schedule) == (0.0, "constant")
 
 
 SIZE, CHANNELS, PRIOR_SIGMA = 16, 3, 1.0

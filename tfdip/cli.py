@@ -114,10 +114,10 @@ def _add_method_options(parser):
                              "variance of the iterates, window 100, patience 1000) and keep that "
                              "iterate; --iterations is then the cap (default 5000)")
     parser.add_argument("--schedule", choices=("constant", "cyclical", "decay"),
-                        default="constant",
-                        help="sgld / psgld step size: constant (default), cyclical (cSGLD cosine "
-                             "cycles of 500 steps from 2x --lr to 0) or decay (from 4x --lr at "
-                             "step 0 to --lr at step 3000, smaller after)")
+                        help="sgld / psgld step size: constant, cyclical (cSGLD cosine cycles of "
+                             "500 steps from 2x --lr to 0) or decay (from 4x --lr at step 0 to "
+                             "--lr at step 3000, smaller after); default decay for psgld on "
+                             "noise-free inpainting / super-resolution, else constant")
     parser.add_argument("--max-iterations", type=_positive_int,
                         help="--iterations auto: the most steps per chain (default 10000); a run "
                              "that reaches it says so")

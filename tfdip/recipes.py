@@ -10,8 +10,8 @@ Methods (reference.md section 3):
 ``sgld``    textbook SGLD (Welling & Teh) on the Gaussian likelihood with the known sigma and a
             N(0, 1) weight prior.
 ``psgld``   preconditioned SGLD (Li et al. 2016, TFP's update) on the same posterior. On noise-free
-            observations (inpainting, super-resolution with sigma 0) it takes 20x larger steps
-            and DIP's input jitter (``NOISE_FREE_PSGLD_LEARNING_RATE``).
+            observations (inpainting, super-resolution with sigma 0) it takes 10-40x larger,
+            decreasing steps and DIP's input jitter (``NOISE_FREE_PSGLD_LEARNING_RATE``).
 ``mala``, ``ula``  TFP MCMC kernels over the weights (see :mod:`tfdip.inference.mcmc`).
 
 ``iterations="auto"`` (for ``paper``, ``sgld`` and ``psgld``; not yet their default: on one 64x64
@@ -65,13 +65,15 @@ DECAY_START, DECAY_STEPS = 4.0, 3000
 # Noise level of the Gaussian likelihood for noise-free tasks (inpainting, super-resolution), and
 # the starting value of a sampled noise level.
 NOISE_FREE_SIGMA = 0.01
-# psgld on noise-free observations: a step 20x the denoising one, and DIP's input jitter. The
-# likelihood (sigma 0.01) is then sharp enough that the pSGLD drift, 0.5 lr per weight and step
-# whatever the gradient's scale, is what sets how fast the known pixels are fitted: at lr 1e-3
-# the chain was still far from them after 3000 steps. On 64x64 inpainting crops (boat) the
-# posterior mean went from 30.27 dB (lr 1e-3, no jitter) to 30.97 (lr 1e-2), 31.97 (lr 1e-2 and
-# jitter 0.03) and 32.14 (lr 2e-2 and jitter); benchmarks/results/inpainting_ablation.md.
-NOISE_FREE_PSGLD_LEARNING_RATE = 2e-2
+# psgld on noise-free observations: DIP's input jitter and a decreasing step from 4e-2 down to
+# 1e-2 at step 3000 (the "decay" schedule, Welling & Teh's eps_t = a (b + t)^-0.55), where
+# denoising takes a constant 1e-3. The likelihood (sigma 0.01) is sharp, and the pSGLD drift,
+# about lr / 2 per weight and step whatever the gradient's scale, is what sets how fast the known
+# pixels are fitted: at lr 1e-3 the chain was still far from them after 3000 steps. Measured on
+# 64x64 inpainting crops in benchmarks/results/inpainting_ablation.md (posterior mean, PSNR with
+# the known pixels kept): see the README's inpainting section.
+NOISE_FREE_PSGLD_LEARNING_RATE = 1e-2
+NOISE_FREE_PSGLD_SCHEDULE = "decay"
 NOISE_MODES = ("fixed", "sampled")
 
 
@@ -134,7 +136,7 @@ class Recipe:
 
 def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, burn_in=None,
                 thin=None, sigma=None, input_noise_std=None, noise="fixed", max_iterations=None,
-                budget=None, stop=None, schedule="constant") -> Recipe:
+                budget=None, stop=None, schedule=None) -> Recipe:
     """The recipe for ``method`` on ``task`` with the defaults above, overridden where given.
 
     ``sigma`` is the observation noise std (for the Gaussian likelihood of the Langevin methods);
@@ -147,7 +149,8 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
     :class:`tfdip.inference.budget.BudgetRules`; default its defaults). Options that do not apply
     (a burn-in with ``"auto"``, a cap or rules without it) are refused. ``stop="wmv"`` is the
     ``sgd`` method's ES-WMV early stop (module docstring). ``schedule`` (``sgld``, ``psgld``) is
-    one of ``SCHEDULES``.
+    one of ``SCHEDULES``; None is the method's default (``NOISE_FREE_PSGLD_SCHEDULE`` for psgld
+    on noise-free observations, else constant).
     """
     if method not in METHODS:
         raise TfdipError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -158,9 +161,9 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
                          f"methods stop by their budget; sgd stops by {', '.join(STOP_RULES)}"
                          if method != "sgd" else f"unknown stopping rule {stop!r}; use "
                          f"{', '.join(STOP_RULES)}")
-    if schedule not in SCHEDULES:
+    if schedule is not None and schedule not in SCHEDULES:
         raise TfdipError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    if schedule != "constant" and method not in ("sgld", "psgld"):
+    if schedule not in (None, "constant") and method not in ("sgld", "psgld"):
         raise TfdipError(f"a {schedule} step-size schedule applies to the Langevin optimizers "
                          f"(sgld, psgld), not to {method}")
     if iterations is None:
@@ -182,6 +185,8 @@ def make_recipe(method: str, task: str, *, iterations=None, learning_rate=None, 
     if learning_rate is None:
         learning_rate = (NOISE_FREE_PSGLD_LEARNING_RATE if noise_free_psgld
                          else DEFAULT_LEARNING_RATE[method])
+    if schedule is None:
+        schedule = NOISE_FREE_PSGLD_SCHEDULE if noise_free_psgld else "constant"
     learning_rate = float(learning_rate)
     if not learning_rate > 0:
         raise TfdipError(f"the learning rate must be > 0, got {learning_rate}")

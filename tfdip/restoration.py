@@ -61,7 +61,7 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
             chains=1, input_noise_std=None, log_every=None, callbacks=None, verbose=0,
             checkpoint_dir=None, checkpoint_every=None, resume=False,
             check_resources=True, noise="fixed", max_iterations=None,
-            budget=None, stop=None, schedule="constant", precision="float32",
+            budget=None, stop=None, schedule=None, precision="float32",
             jit_compile=False) -> Restoration:
     """Restore ``observation`` (h, w, C) degraded by ``physics`` with ``method``.
 
@@ -91,8 +91,9 @@ def restore(observation, physics, *, method="psgld", iterations=None, learning_r
     ``stop="wmv"`` (``sgd`` only) stops by ES-WMV (:mod:`tfdip.inference.wmv`, Wang et al. 2023)
     and returns the iterate of smallest windowed variance (``early_stop`` records its step).
 
-    ``schedule`` (``sgld``, ``psgld``): ``"constant"`` step size (default), ``"cyclical"``
-    (cSGLD's cosine cycles) or ``"decay"`` (a decreasing step), see :mod:`tfdip.recipes`.
+    ``schedule`` (``sgld``, ``psgld``): ``"constant"`` step size, ``"cyclical"`` (cSGLD's cosine
+    cycles) or ``"decay"`` (a decreasing step); default (None) ``"decay"`` for psgld on noise-free
+    observations, else ``"constant"`` (:mod:`tfdip.recipes`).
 
     ``noise="sampled"`` (``sgld`` and ``psgld`` only) samples the likelihood's noise level with the
     weights instead of fixing it (:mod:`tfdip.inference.noise`).

@@ -65,7 +65,7 @@ class Defaults:
     max_iterations: int | None = None
     budget: object = None
     stop: str | None = None
-    schedule: str = "constant"
+    schedule: str | None = None
     learning_rate: float | None = None
     burn_in: int | None = None
     thin: int | None = None

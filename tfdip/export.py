@@ -17,7 +17,7 @@ not used: ``TFSMLayer`` always passes one input):
   ``eps ~ N(0, I)`` drawn by ``tf.random.stateless_normal`` keyed on ``[seed, 0]`` (``seed`` an
   int64 scalar; same seed, same image). ``noise_std`` (float32 scalar) defaults to the run's
   ``input_noise_std``: the DIP input jitter, whose outputs are draws of the predictive spread
-  that the jitter induces (0 for the Langevin recipes, which have no jitter);
+  that the jitter induces (0 for the Langevin recipes on denoising, which have no jitter);
 * ``posterior(ignored=None)``: ``{"mean", "std"}`` (1, H, W, C), the posterior moments the run
   collected, ``"samples"`` (int64 scalar) their count (zeros and 0 for a run that collected none),
   and ``"ema"`` (1, H, W, C), the exponential moving average of the outputs.
